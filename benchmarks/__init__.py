@@ -1,0 +1,1 @@
+"""The runnable comparison: a local cluster launcher, a load client, scenarios and reports."""

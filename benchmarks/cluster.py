@@ -1,0 +1,163 @@
+"""A local cluster: one Redis and N replicas of the service under gunicorn, on loopback.
+
+The replicas run exactly what the Dockerfile runs: ``gunicorn -c gunicorn.conf.py
+'service:create_app()'`` from the repository root, configured through the environment.
+
+Alone: ``python -m benchmarks.cluster --replicas 3`` brings one up until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from .redis_server import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN_CONF = ROOT / "gunicorn.conf.py"
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+class Replica:
+    def __init__(self, replica_id: str, env: dict[str, str], log_path: Path) -> None:
+        self.replica_id = replica_id
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._env = {**env, "PORT": str(self.port), "HOST": "127.0.0.1", "REPLICA_ID": replica_id}
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "service:create_app()"],
+            cwd=ROOT, env=self._env, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def ready(self) -> bool:
+        if self.process is None or self.process.poll() is not None:
+            raise ClusterError(f"{self.replica_id} exited; see {self.log_path}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the replica's whole process group (master and workers)."""
+        if self.process is not None:
+            os.killpg(self.process.pid, signum)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.signal(signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+class LocalCluster:
+    """``with LocalCluster(replicas=3) as cluster: cluster.urls``.
+
+    ``env`` adds service settings (ORDER_STRATEGY, ENABLE_UNSAFE_STRATEGY, ...); ``redis_url``
+    uses an existing Redis instead of starting one.
+    """
+
+    def __init__(
+        self, replicas: int = 3, env: dict[str, str] | None = None,
+        redis_url: str | None = None, workers: int = 1, threads: int = 16,
+        log_dir: Path | None = None,
+    ) -> None:
+        self.redis_server = None if redis_url else RedisServer()
+        self._redis_url = redis_url
+        self.log_dir = log_dir
+        self._env_extra = dict(env or {})
+        self.n_replicas = replicas
+        self.workers = workers
+        self.threads = threads
+        self.replicas: list[Replica] = []
+
+    @property
+    def redis_url(self) -> str:
+        return self._redis_url or self.redis_server.url
+
+    @property
+    def urls(self) -> list[str]:
+        return [replica.url for replica in self.replicas]
+
+    def start(self, timeout: float = 30.0) -> LocalCluster:
+        if self.redis_server is not None:
+            self.redis_server.start()
+        log_dir = self.log_dir or Path(self.redis_server.directory if self.redis_server
+                                       else ROOT / ".cluster-logs")
+        log_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ, "REDIS_URL": self.redis_url, "WEB_CONCURRENCY": str(self.workers),
+            "GUNICORN_THREADS": str(self.threads), **self._env_extra,
+        }
+        for index in range(1, self.n_replicas + 1):
+            name = f"replica-{index}"
+            self.replicas.append(Replica(name, env, log_dir / f"{name}.log"))
+        for replica in self.replicas:
+            replica.start()
+        deadline = time.monotonic() + timeout
+        try:
+            for replica in self.replicas:
+                while not replica.ready():
+                    if time.monotonic() > deadline:
+                        raise ClusterError(f"{replica.replica_id} not ready in {timeout}s")
+                    time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for replica in self.replicas:
+            replica.stop()
+        self.replicas = []
+        if self.redis_server is not None:
+            self.redis_server.cleanup()
+
+    def __enter__(self) -> LocalCluster:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1, help="gunicorn workers per replica")
+    parser.add_argument("--strategy", default="lua", help="ORDER_STRATEGY of the replicas")
+    args = parser.parse_args()
+    with LocalCluster(replicas=args.replicas, workers=args.workers,
+                      env={"ORDER_STRATEGY": args.strategy}) as cluster:
+        print(f"redis: {cluster.redis_url}")
+        for replica in cluster.replicas:
+            print(f"{replica.replica_id}: {replica.url}  (log: {replica.log_path})")
+        print("Ctrl-C to stop")
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The load client: asyncio + one pooled aiohttp session, spreading requests round-robin.
+
+Every request's status, answering replica (``X-Replica``), latency and body are recorded.
+Every call is bounded in request count and in time, and targets only the URLs it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+
+@dataclass
+class Result:
+    index: int
+    url: str
+    status: int  # 0: no HTTP answer (connection error or client timeout)
+    replica: str
+    latency_s: float
+    started_s: float  # since the burst began
+    body: Any = None
+    error: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+async def _send(
+    session: aiohttp.ClientSession, index: int, method: str, url: str,
+    json_body: Any, headers: dict[str, str], t0: float,
+) -> Result:
+    started = time.perf_counter()
+    try:
+        async with session.request(method, url, json=json_body, headers=headers) as response:
+            try:
+                body = await response.json(content_type=None)
+            except (ValueError, aiohttp.ContentTypeError):
+                body = None
+            return Result(index, url, response.status, response.headers.get("X-Replica", ""),
+                          time.perf_counter() - started, started - t0, body,
+                          headers=dict(response.headers))
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return Result(index, url, 0, "", time.perf_counter() - started, started - t0,
+                      error=f"{type(exc).__name__}: {exc}")
+
+
+async def burst(
+    urls: list[str], count: int, path: str, *, method: str = "POST",
+    body: Callable[[int], Any] | Any = None,
+    headers: Callable[[int], dict[str, str]] | None = None,
+    timeout_s: float = 30.0,
+) -> list[Result]:
+    """Send ``count`` requests at once, request i to ``urls[i % len(urls)]``, and wait for all.
+
+    ``body`` and ``headers`` may be functions of the request index.
+    """
+    connector = aiohttp.TCPConnector(limit=count, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        t0 = time.perf_counter()
+        tasks = [
+            _send(session, i, method, urls[i % len(urls)] + path,
+                  body(i) if callable(body) else body,
+                  headers(i) if headers else {}, t0)
+            for i in range(count)
+        ]
+        return list(await asyncio.gather(*tasks))
+
+
+def run_burst(urls: list[str], count: int, path: str, **kwargs: Any) -> list[Result]:
+    """``burst`` from synchronous code."""
+    return asyncio.run(burst(urls, count, path, **kwargs))

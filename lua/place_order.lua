@@ -1,0 +1,43 @@
+-- place_order: the whole `lua` strategy in one atomic step.
+-- Checks the idempotency record, checks stock >= quantity, decrements, records the order.
+--
+-- KEYS[1]  stock counter of the SKU
+-- KEYS[2]  sold counter of the SKU (total quantity of recorded orders)
+-- KEYS[3]  hash of the new order (written only when the order is created)
+-- KEYS[4]  optional: idempotency record of this request (a hash); absent = no Idempotency-Key
+-- ARGV[1]  quantity (integer >= 1)
+-- ARGV[2]  order id    ARGV[3] sku    ARGV[4] strategy    ARGV[5] replica    ARGV[6] created_at
+-- ARGV[7]  request fingerprint (the same key with another fingerprint = key reused)
+-- ARGV[8]  idempotency record lifetime in seconds
+--
+-- Returns {code, replayed, order_id, stock_left, strategy, replica}
+--   code      1 created; 0 out of stock (only the idempotency record is written);
+--             -1 the key was used for another request (nothing written)
+--   replayed  1 when this is the answer recorded for an earlier request with the same key
+local idem = KEYS[4]
+if idem then
+  local rec = redis.call('HMGET', idem, 'fp', 'code', 'order_id', 'stock_left', 'strategy', 'replica')
+  if rec[1] then
+    if rec[1] ~= ARGV[7] then
+      return {-1, 0, '', 0, '', ''}
+    end
+    return {tonumber(rec[2]), 1, rec[3], tonumber(rec[4]), rec[5], rec[6]}
+  end
+end
+
+local quantity = tonumber(ARGV[1])
+local stock = tonumber(redis.call('GET', KEYS[1]) or '0')
+local code, order_id = 0, ''
+if stock >= quantity then
+  stock = redis.call('DECRBY', KEYS[1], quantity)
+  redis.call('INCRBY', KEYS[2], quantity)
+  redis.call('HSET', KEYS[3], 'order_id', ARGV[2], 'sku', ARGV[3], 'quantity', quantity,
+    'strategy', ARGV[4], 'replica', ARGV[5], 'created_at', ARGV[6])
+  code, order_id = 1, ARGV[2]
+end
+if idem then
+  redis.call('HSET', idem, 'fp', ARGV[7], 'code', code, 'order_id', order_id,
+    'stock_left', stock, 'strategy', ARGV[4], 'replica', ARGV[5])
+  redis.call('EXPIRE', idem, ARGV[8])
+end
+return {code, 0, order_id, stock, ARGV[4], ARGV[5]}

@@ -1,0 +1,151 @@
+"""HTTP only: parse and validate requests, call the domain, shape the replies."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, Response, current_app, json, jsonify, request
+
+from .errors import InvalidOrder, MalformedRequest, OutOfStock, Unavailable, UnsupportedMediaType
+from .model import OrderRequest, Outcome
+from .orders import OrderService
+
+bp = Blueprint("api", __name__)
+
+MAX_BODY_BYTES = 16 * 1024
+SKU_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+IDEMPOTENCY_KEY_PATTERN = re.compile(r"[\x20-\x7e]{1,128}")
+MAX_QUANTITY = 1000
+MAX_STOCK = 1_000_000_000  # Lua numbers are doubles: stay far below 2**53
+
+
+def _service() -> OrderService:
+    return current_app.extensions["order_service"]
+
+
+def _json_body() -> dict[str, Any] | None:
+    """The body as a JSON object; None when there is no body."""
+    data = request.get_data(cache=False)  # past MAX_CONTENT_LENGTH this raises 413
+    if not data:
+        return None
+    if not request.is_json:
+        raise UnsupportedMediaType(f"Got Content-Type {request.content_type or 'none'!r}")
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise MalformedRequest(f"The body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidOrder(f"The body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _only_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise InvalidOrder(f"Unknown field(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+
+
+def _valid_sku(sku: Any) -> str:
+    if not isinstance(sku, str) or not SKU_PATTERN.fullmatch(sku):
+        raise InvalidOrder("sku must be 1-64 characters of A-Z a-z 0-9 . _ : -")
+    return sku
+
+
+def _valid_int(body: dict[str, Any], name: str, low: int, high: int) -> int:
+    value = body[name]
+    if type(value) is not int or not low <= value <= high:  # bool is an int subclass: refused
+        raise InvalidOrder(f"{name} must be an integer from {low} to {high}")
+    return value
+
+
+def _strategy() -> str:
+    settings = _service().settings
+    strategy = request.args.get("strategy", settings.order_strategy)
+    if strategy not in settings.allowed_strategies():
+        raise MalformedRequest(
+            f"Unknown strategy {strategy!r}; use one of {', '.join(settings.allowed_strategies())}"
+        )
+    return strategy
+
+
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not IDEMPOTENCY_KEY_PATTERN.fullmatch(key):
+        raise MalformedRequest("Idempotency-Key must be 1-128 printable ASCII characters")
+    return key
+
+
+def _order_request() -> OrderRequest:
+    strategy = _strategy()
+    key = _idempotency_key()
+    body = _json_body() or {}
+    _only_fields(body, ("sku", "quantity"))
+    settings = _service().settings
+    sku = _valid_sku(body.get("sku", settings.default_sku))
+    quantity = _valid_int({"quantity": 1, **body}, "quantity", 1, MAX_QUANTITY)
+    return OrderRequest(sku, quantity, strategy, settings.replica_id, key)
+
+
+def _replay_headers(outcome: Outcome) -> dict[str, str]:
+    return {"Idempotent-Replayed": "true"} if outcome.replayed else {}
+
+
+@bp.post("/orders")
+def place_order() -> Response:
+    outcome = _service().place_order(_order_request())
+    if not outcome.created:
+        raise OutOfStock(
+            f"{outcome.stock_left} left of {outcome.sku}, {outcome.quantity} asked",
+            headers=_replay_headers(outcome), sku=outcome.sku, stock_left=outcome.stock_left,
+        )
+    response = jsonify(
+        order_id=outcome.order_id, sku=outcome.sku, quantity=outcome.quantity,
+        stock_left=outcome.stock_left, strategy=outcome.strategy, replica=outcome.replica,
+    )
+    response.status_code = 201
+    response.headers["Location"] = f"/orders/{outcome.order_id}"
+    response.headers.update(_replay_headers(outcome))
+    return response
+
+
+@bp.get("/orders/<order_id>")
+def get_order(order_id: str) -> Response:
+    return jsonify(_service().order(order_id))
+
+
+@bp.put("/stock/<sku>")
+def set_stock(sku: str) -> Response:
+    sku = _valid_sku(sku)
+    body = _json_body() or {}
+    _only_fields(body, ("quantity",))
+    if "quantity" not in body:
+        raise InvalidOrder("quantity is required")
+    stock = _service().set_stock(sku, _valid_int(body, "quantity", 0, MAX_STOCK))
+    return jsonify(sku=sku, stock=stock)
+
+
+@bp.get("/stock/<sku>")
+def get_stock(sku: str) -> Response:
+    stock, sold = _service().stock(_valid_sku(sku))
+    return jsonify(sku=sku, stock=stock, sold=sold)
+
+
+@bp.get("/livez")
+def livez() -> Response:
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    try:
+        _service().redis.ping()
+    except Exception as exc:  # any failure to answer PING means: do not send traffic here
+        raise Unavailable(f"Redis did not answer PING: {type(exc).__name__}") from None
+    return jsonify(status="ready")
+
+
+@bp.after_app_request
+def tag_replica(response: Response) -> Response:
+    response.headers["X-Replica"] = _service().settings.replica_id
+    return response

@@ -1,0 +1,102 @@
+"""Every setting of the service, read once from the environment, typed, with its default."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+STRATEGIES = ("lua", "lock")
+UNSAFE_STRATEGY = "none"
+
+
+class ConfigError(ValueError):
+    """A setting in the environment cannot be used; the service refuses to start."""
+
+
+def _flag(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("", "0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"expected a boolean (1/0, true/false), got {value!r}")
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number <= 0:
+        raise ConfigError(f"expected a positive integer, got {value!r}")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ConfigError(f"expected an integer >= 0, got {value!r}")
+    return number
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    order_strategy: str = "lua"
+    replica_id: str = ""  # empty: the host name, filled in by from_env
+    lock_ttl_ms: int = 5000
+    lock_wait_ms: int = 2000
+    redis_timeout_ms: int = 1000
+    default_sku: str = "default"
+    enable_unsafe_strategy: bool = False
+    idempotency_ttl_s: int = 86400
+    # Fault injection, honoured only with enable_unsafe_strategy: a pause between the read and
+    # the write of the `lock` and `none` strategies, to widen the race the lock must close.
+    critical_section_delay_ms: int = 0
+
+    @property
+    def critical_section_delay_s(self) -> float:
+        if not self.enable_unsafe_strategy:
+            return 0.0
+        return self.critical_section_delay_ms / 1000
+
+    def allowed_strategies(self) -> tuple[str, ...]:
+        if self.enable_unsafe_strategy:
+            return STRATEGIES + (UNSAFE_STRATEGY,)
+        return STRATEGIES
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: object
+    ) -> Settings:
+        """Build the settings from environment variables named like the fields, upper-cased.
+
+        ``overrides`` (field name -> value) win over the environment; the tests use them.
+        """
+        environ = os.environ if environ is None else environ
+        parsers = {
+            "lock_ttl_ms": _positive_int,
+            "lock_wait_ms": _non_negative_int,
+            "redis_timeout_ms": _positive_int,
+            "idempotency_ttl_s": _positive_int,
+            "critical_section_delay_ms": _non_negative_int,
+            "enable_unsafe_strategy": _flag,
+        }
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            raw = environ.get(field.name.upper())
+            if raw is None:
+                continue
+            try:
+                values[field.name] = parsers.get(field.name, str.strip)(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{field.name.upper()}: {exc}") from exc
+        values.update(overrides)
+        if not values.get("replica_id"):
+            values["replica_id"] = socket.gethostname()
+        settings = cls(**values)
+        if settings.order_strategy not in STRATEGIES:
+            raise ConfigError(
+                f"ORDER_STRATEGY must be one of {', '.join(STRATEGIES)}, "
+                f"got {settings.order_strategy!r}"
+            )
+        return settings

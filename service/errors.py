@@ -1,0 +1,119 @@
+"""Problem details (RFC 9457): the one place that turns failures into HTTP statuses.
+
+Domain code raises the exceptions below (or lets redis-py's errors through); ``register``
+installs the handlers that answer each with ``application/problem+json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis
+from flask import Flask, Response, json
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_S = 1
+
+
+class Problem(Exception):
+    """A failure the client is told about: status, a stable type slug, a title, a detail."""
+
+    status = 400
+    slug = "bad-request"
+    title = "Bad request"
+
+    def __init__(
+        self, detail: str, headers: dict[str, str] | None = None, **extensions: Any
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extensions = extensions
+        self.extra_headers = headers or {}
+
+    def headers(self) -> dict[str, str]:
+        return self.extra_headers
+
+
+class MalformedRequest(Problem):
+    status, slug, title = 400, "malformed-request", "Malformed request"
+
+
+class InvalidOrder(Problem):
+    status, slug, title = 422, "invalid-request", "The request breaks a rule"
+
+
+class UnsupportedMediaType(Problem):
+    status, slug, title = 415, "unsupported-media-type", "Body must be application/json"
+
+
+class IdempotencyKeyReused(Problem):
+    status, slug, title = 422, "idempotency-key-reused", "Idempotency-Key used for another request"
+
+
+class OrderNotFound(Problem):
+    status, slug, title = 404, "order-not-found", "No such order"
+
+
+class OutOfStock(Problem):
+    status, slug, title = 409, "out-of-stock", "Out of stock"
+
+
+class Unavailable(Problem):
+    """The order could not be decided now; nothing was recorded, and a retry may succeed."""
+
+    status, slug, title = 503, "unavailable", "Try again shortly"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(RETRY_AFTER_S), **self.extra_headers}
+
+
+class LockTimeout(Unavailable):
+    slug, title = "lock-timeout", "The SKU's lock was not acquired in time"
+
+
+class LockLost(Unavailable):
+    slug, title = "lock-lost", "The lock was lost before the order was written"
+
+
+def problem_response(
+    status: int, slug: str, title: str, detail: str, **extensions: Any
+) -> Response:
+    body = {"type": f"/problems/{slug}", "title": title, "status": status, "detail": detail}
+    body.update(extensions)
+    return Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+
+
+def _from_problem(exc: Problem) -> Response:
+    response = problem_response(exc.status, exc.slug, exc.title, exc.detail, **exc.extensions)
+    response.headers.update(exc.headers())
+    return response
+
+
+def _from_http_exception(exc: HTTPException) -> Response:
+    slug = (exc.name or "error").lower().replace(" ", "-")
+    response = problem_response(exc.code or 500, slug, exc.name, exc.description or exc.name)
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def _from_redis_error(exc: redis.RedisError) -> Response:
+    log.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
+    return _from_problem(Unavailable(f"Redis did not answer in time ({type(exc).__name__})"))
+
+
+def _from_unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error")
+    return problem_response(500, "internal-error", "Internal error", "An unexpected error")
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(Problem, _from_problem)
+    app.register_error_handler(HTTPException, _from_http_exception)
+    app.register_error_handler(redis.RedisError, _from_redis_error)
+    app.register_error_handler(Exception, _from_unexpected)

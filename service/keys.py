@@ -1,0 +1,70 @@
+"""The Redis key names of the service: the only place a key is spelled.
+
+Every key of one SKU carries the hash tag ``{<sku>}``, so all of them live in one Redis Cluster
+slot and every script can touch them together. SKUs cannot contain braces (see
+``api.SKU_PATTERN``), so the tag is always exactly the SKU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SkuKeys:
+    sku: str
+
+    @property
+    def tag(self) -> str:
+        return "{" + self.sku + "}"
+
+    @property
+    def stock(self) -> str:
+        return f"{self.tag}:stock"
+
+    @property
+    def sold(self) -> str:
+        return f"{self.tag}:sold"
+
+    @property
+    def supplied(self) -> str:
+        return f"{self.tag}:supplied"
+
+    @property
+    def lock(self) -> str:
+        """The SKU's lock; FencedLock derives its fencing counter and signal list from it."""
+        return f"{self.tag}:lock"
+
+    @property
+    def fence(self) -> str:
+        return fence_key(self.lock)
+
+    def order(self, order_id: str) -> str:
+        return f"{self.tag}:order:{order_id}"
+
+    def idempotency(self, key: str) -> str:
+        """The outcome recorded for an Idempotency-Key, beside the stock it changed."""
+        return f"{self.tag}:idem:{key}"
+
+
+def idempotency_claim(key: str) -> str:
+    """Which request an Idempotency-Key was first used for, whatever its SKU."""
+    return f"idempotency:{{{key}}}"
+
+
+def _tagged(name: str) -> str:
+    """``name`` if it already has a hash tag, else ``{name}``: same slot as ``name`` either way."""
+    start = name.find("{")
+    if start != -1:
+        end = name.find("}", start + 1)
+        if end > start + 1:
+            return name
+    return "{" + name + "}"
+
+
+def fence_key(lock_name: str) -> str:
+    return f"{_tagged(lock_name)}:fence"
+
+
+def signal_key(lock_name: str) -> str:
+    return f"{_tagged(lock_name)}:signal"

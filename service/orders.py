@@ -1,0 +1,88 @@
+"""The domain: place an order with a strategy, set and read stock, read recorded orders.
+
+Nothing here knows about HTTP; nothing above this module knows about Redis keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime
+
+import redis
+
+from .config import Settings
+from .errors import IdempotencyKeyReused, OrderNotFound
+from .keys import SkuKeys, idempotency_claim
+from .model import OrderRequest, Outcome, PendingOrder, new_order_id
+from .scripts import OrderScripts
+from .strategies import Strategy, build_strategies
+
+log = logging.getLogger("service.orders")
+
+ORDER_ID_PATTERN = re.compile(r"^(?P<sku>[A-Za-z0-9._:-]{1,64})~[0-9a-f]{20}$")
+
+
+class OrderService:
+    def __init__(self, settings: Settings, client: redis.Redis) -> None:
+        self.settings = settings
+        self.redis = client
+        self.scripts = OrderScripts.register(client)
+        self.strategies: dict[str, Strategy] = build_strategies(settings, client, self.scripts)
+
+    def place_order(self, request: OrderRequest) -> Outcome:
+        """Place the order (created or out of stock); raises IdempotencyKeyReused or Unavailable."""
+        if request.idempotency_key is not None:
+            self._claim_idempotency_key(request)
+        pending = PendingOrder(
+            request=request,
+            order_id=new_order_id(request.sku),
+            created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
+            idempotency_ttl_s=self.settings.idempotency_ttl_s,
+        )
+        outcome = self.strategies[request.strategy].place(pending)
+        self._log(outcome)
+        return outcome
+
+    def _claim_idempotency_key(self, request: OrderRequest) -> None:
+        """Bind the key to this request's fingerprint, whatever SKU (and so slot) it names.
+
+        The per-SKU record written with the order makes replays exact; this claim only catches
+        a key reused for a different SKU, whose record would live elsewhere.
+        """
+        claim = idempotency_claim(request.idempotency_key)
+        fp = request.fingerprint
+        ttl = self.settings.idempotency_ttl_s
+        if not self.redis.set(claim, fp, nx=True, ex=ttl):
+            first = self.redis.get(claim)
+            if first is not None and first != fp:
+                raise IdempotencyKeyReused("This Idempotency-Key was used with another body")
+
+    def _log(self, outcome: Outcome) -> None:
+        message = ("Order created successfully" if outcome.created else "Out of stock")
+        log.info(
+            "replica=%s strategy=%s sku=%s order_id=%s replayed=%s %s, Stock left %d",
+            outcome.replica, outcome.strategy, outcome.sku, outcome.order_id or "-",
+            str(outcome.replayed).lower(), message, outcome.stock_left,
+        )
+
+    def set_stock(self, sku: str, quantity: int) -> int:
+        keys = SkuKeys(sku)
+        return int(self.scripts.set_stock(keys=[keys.stock, keys.supplied, keys.fence],
+                                          args=[quantity]))
+
+    def stock(self, sku: str) -> tuple[int, int]:
+        """(stock, sold) of the SKU, read atomically; an unknown SKU has (0, 0)."""
+        keys = SkuKeys(sku)
+        stock, sold = self.redis.mget([keys.stock, keys.sold])
+        return int(stock or 0), int(sold or 0)
+
+    def order(self, order_id: str) -> dict[str, object]:
+        match = ORDER_ID_PATTERN.match(order_id)
+        if match is None:
+            raise OrderNotFound(f"No order {order_id!r}")
+        record = self.redis.hgetall(SkuKeys(match["sku"]).order(order_id))
+        if not record:
+            raise OrderNotFound(f"No order {order_id!r}")
+        record["quantity"] = int(record["quantity"])
+        return record

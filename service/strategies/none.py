@@ -1,0 +1,18 @@
+"""``none``: the unsafe control. Read, decide, write, with no lock and no fencing.
+
+Concurrent orders read the same stock and each write their own decrement, so the SKU is
+oversold. It exists to show what ``lua`` and ``lock`` prevent, and is only available with
+ENABLE_UNSAFE_STRATEGY=1.
+"""
+
+from __future__ import annotations
+
+from ..model import Outcome, PendingOrder
+from .lock import ReadDecideWrite
+
+
+class UnlockedStrategy(ReadDecideWrite):
+    name = "none"
+
+    def place(self, order: PendingOrder) -> Outcome:
+        return self.decide_and_write(order, fencing_token="")
