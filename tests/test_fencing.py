@@ -1,0 +1,104 @@
+"""A holder whose lease ran out while it was paused cannot write its stale stock value."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from service.keys import SkuKeys
+from service.lock import FencedLock
+from service.scripts import OrderScripts
+
+SKU = "widget"
+
+
+def stale_holder_run(redis_client, *, fenced: bool) -> None:
+    """A reads stock, pauses past its lease; B takes the lock, sells one; A writes."""
+    keys = SkuKeys(SKU)
+    scripts = OrderScripts.register(redis_client)
+    scripts.set_stock(keys=[keys.stock, keys.supplied, keys.fence], args=[10])
+
+    def commit(token, new_stock, order_id):
+        return scripts.commit_order(
+            keys=[keys.fence, keys.stock, keys.sold, keys.order(order_id)],
+            args=[token if fenced else "", 1, new_stock, 1, order_id, SKU, "lock", "r", "t",
+                  "fp", 60],
+        )
+
+    a = FencedLock(redis_client, keys.lock, timeout=0.05)
+    assert a.acquire()
+    a_saw = int(redis_client.get(keys.stock))
+    while redis_client.exists(keys.lock):  # A is "paused" until its lease is gone
+        time.sleep(0.01)
+
+    b = FencedLock(redis_client, keys.lock, timeout=5)
+    assert b.acquire(blocking=False)
+    b_saw = int(redis_client.get(keys.stock))
+    assert commit(b.fencing_token, b_saw - 1, f"{SKU}~b") == 1
+    b.release()
+
+    written = commit(a.fencing_token, a_saw - 1, f"{SKU}~a")  # A wakes up and writes
+    assert written == (0 if fenced else 1)
+
+
+def test_fencing_refuses_the_stale_write(redis_client, books):
+    stale_holder_run(redis_client, fenced=True)
+    state = books(SKU)
+    assert (state.stock, state.sold, len(state.orders)) == (9, 1, 1)
+    state.assert_never_oversold()
+
+
+def test_without_fencing_the_stale_write_oversells(redis_client, books):
+    stale_holder_run(redis_client, fenced=False)
+    with pytest.raises(AssertionError, match="oversold"):
+        books(SKU).assert_never_oversold()
+
+
+def test_a_stock_change_fences_out_a_holder_that_read_the_old_stock(redis_client):
+    keys = SkuKeys(SKU)
+    scripts = OrderScripts.register(redis_client)
+    scripts.set_stock(keys=[keys.stock, keys.supplied, keys.fence], args=[10])
+    lock = FencedLock(redis_client, keys.lock, timeout=5)
+    lock.acquire()
+    scripts.set_stock(keys=[keys.stock, keys.supplied, keys.fence], args=[3])
+    written = scripts.commit_order(
+        keys=[keys.fence, keys.stock, keys.sold, keys.order("x")],
+        args=[lock.fencing_token, 1, 9, 1, "x", SKU, "lock", "r", "t", "fp", 60])
+    assert written == 0
+    assert redis_client.get(keys.stock) == "3"
+
+
+def wait_for(condition, what: str) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"never: {what}")
+
+
+def test_order_whose_lock_expired_fails_cleanly(make_app, books, redis_client):
+    """Slow holder (critical section 400 ms, lease 100 ms) loses to a fast one: 503, no record."""
+    slow = make_app(enable_unsafe_strategy=True, critical_section_delay_ms=400,
+                    lock_ttl_ms=100).test_client()
+    fast = make_app(lock_wait_ms=2000).test_client()
+    slow.put(f"/stock/{SKU}", json={"quantity": 10})
+    answers = {}
+    thread = threading.Thread(target=lambda: answers.update(
+        slow=slow.post("/orders?strategy=lock", json={"sku": SKU})))
+    thread.start()
+    lock = SkuKeys(SKU).lock
+    wait_for(lambda: redis_client.exists(lock), "the slow order holds the lock")
+    wait_for(lambda: not redis_client.exists(lock), "its lease runs out")
+    answers["fast"] = fast.post("/orders?strategy=lock", json={"sku": SKU})
+    thread.join(10)
+
+    assert answers["fast"].status_code == 201
+    refused = answers["slow"]
+    assert refused.status_code == 503
+    assert refused.get_json()["type"] == "/problems/lock-lost"
+    assert refused.headers["Retry-After"]
+    state = books(SKU)
+    assert (state.stock, state.sold, len(state.orders)) == (9, 1, 1)
+    state.assert_never_oversold()

@@ -1,0 +1,223 @@
+"""FencedLock against a real Redis: a drop-in for redis-py's Lock, plus fencing and wake-up."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+
+import pytest
+import redis
+from redis.lock import Lock
+
+from service.keys import fence_key, signal_key
+from service.lock import FencedLock, LockError, LockNotOwnedError
+
+COUNTER = "counter"
+
+
+def test_drop_in_for_redis_lock(redis_client):
+    lock = redis_client.lock("{sku}:lock", timeout=5, lock_class=FencedLock)
+    assert isinstance(lock, FencedLock) and isinstance(lock, Lock)
+    assert lock.acquire(blocking=False)
+    assert redis_client.get("{sku}:lock") == lock.local.token.decode()
+    assert lock.locked() and lock.owned()
+    assert 0 < redis_client.pttl("{sku}:lock") <= 5000
+    lock.release()
+    assert not lock.locked() and not lock.owned()
+    with pytest.raises(LockError):
+        lock.release()
+
+
+def test_given_token_and_context_manager(redis_client):
+    lock = FencedLock(redis_client, "named", timeout=5)
+    assert lock.acquire(token="my-token")
+    assert redis_client.get("named") == "my-token"
+    lock.release()
+    with FencedLock(redis_client, "named", timeout=5) as held:
+        assert held.owned()
+    assert not redis_client.exists("named")
+
+
+def test_fencing_tokens_increase_with_every_acquisition(redis_client):
+    lock = FencedLock(redis_client, "{sku}:lock", timeout=5)
+    tokens = []
+    for _ in range(3):
+        lock.acquire()
+        tokens.append(lock.fencing_token)
+        lock.release()
+        assert lock.fencing_token is None
+    assert tokens == [1, 2, 3]
+    assert redis_client.get(fence_key("{sku}:lock")) == "3"
+
+
+def test_helper_keys_share_the_lock_slot():
+    from redis.cluster import key_slot
+
+    for name in ["{sku}:lock", "plain-name", "a{b}c"]:
+        slot = key_slot(name.encode())
+        assert key_slot(fence_key(name).encode()) == slot
+        assert key_slot(signal_key(name).encode()) == slot
+
+
+def test_non_blocking_acquire_fails_while_held(redis_client):
+    holder = FencedLock(redis_client, "l", timeout=5)
+    other = FencedLock(redis_client, "l", timeout=5)
+    assert holder.acquire()
+    assert not other.acquire(blocking=False)
+    assert not other.acquire(blocking_timeout=0.05)
+    assert other.fencing_token is None
+
+
+def test_lease_expiry_frees_the_lock(redis_client):
+    holder = FencedLock(redis_client, "l", timeout=0.1)
+    holder.acquire()
+    other = FencedLock(redis_client, "l", timeout=5)
+    assert other.acquire(blocking_timeout=5)  # woken by the bound on the holder's lease
+    with pytest.raises(LockNotOwnedError):
+        holder.release()
+    assert other.owned()
+
+
+def test_release_and_extend_check_the_token(redis_client):
+    lock = FencedLock(redis_client, "l", timeout=1)
+    lock.acquire()
+    redis_client.set("l", "someone-else")
+    with pytest.raises(LockNotOwnedError):
+        lock.extend(1)
+    with pytest.raises(LockNotOwnedError):
+        lock.reacquire()
+    with pytest.raises(LockNotOwnedError):
+        lock.release()
+    assert redis_client.get("l") == "someone-else"
+
+
+def test_extend_and_reacquire_keep_the_fencing_token(redis_client):
+    lock = FencedLock(redis_client, "l", timeout=1)
+    lock.acquire()
+    token = lock.fencing_token
+    lock.extend(10)
+    assert redis_client.pttl("l") > 5000
+    lock.reacquire()
+    assert redis_client.pttl("l") <= 1000
+    assert lock.fencing_token == token
+
+
+def increment_many(client: redis.Redis, n: int, use_lock: bool) -> None:
+    """Read, pause, write: loses updates unless the lock excludes the others."""
+    lock = FencedLock(client, "counter-lock", timeout=10, blocking_timeout=30)
+    for _ in range(n):
+        if use_lock:
+            lock.acquire()
+        value = int(client.get(COUNTER) or 0)
+        time.sleep(0.0005)
+        client.set(COUNTER, value + 1)
+        if use_lock:
+            lock.release()
+
+
+def run_threads(client, threads, n, use_lock):
+    workers = [threading.Thread(target=increment_many, args=(client, n, use_lock))
+               for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    return int(client.get(COUNTER))
+
+
+def test_mutual_exclusion_between_threads(redis_client):
+    assert run_threads(redis_client, threads=8, n=25, use_lock=True) == 200
+
+
+def test_without_the_lock_threads_lose_updates(redis_client):
+    with pytest.raises(AssertionError):
+        assert run_threads(redis_client, threads=8, n=25, use_lock=False) == 200
+
+
+def _process_main(url: str, threads: int, n: int, use_lock: bool) -> None:
+    client = redis.Redis.from_url(url)
+    run_threads(client, threads, n, use_lock)
+
+
+def run_processes(url, processes, threads, n, use_lock):
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_process_main, args=(url, threads, n, use_lock))
+               for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+        assert worker.exitcode == 0
+    return int(redis.Redis.from_url(url).get(COUNTER))
+
+
+def test_mutual_exclusion_between_processes(redis_server, redis_client):
+    assert run_processes(redis_server.url, processes=3, threads=4, n=15, use_lock=True) == 180
+
+
+def test_without_the_lock_processes_lose_updates(redis_server, redis_client):
+    with pytest.raises(AssertionError):
+        assert run_processes(redis_server.url, processes=3, threads=4, n=15,
+                             use_lock=False) == 180
+
+
+def wait_until_blocked(client: redis.Redis, count: int) -> None:
+    """Until ``count`` clients are blocked in BLPOP on the server (bounded)."""
+    for _ in range(2000):
+        if client.info("clients")["blocked_clients"] >= count:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"{count} waiters never blocked")
+
+
+def test_release_wakes_a_waiter_that_a_poll_would_miss(redis_client):
+    """Lease 60 s, waiter gives up after 5 s: only the release's signal can hand it the lock."""
+    holder = FencedLock(redis_client, "l", timeout=60)
+    holder.acquire()
+    waiter = FencedLock(redis_client, "l", timeout=60)
+    got = []
+    thread = threading.Thread(target=lambda: got.append(waiter.acquire(blocking_timeout=5)))
+    thread.start()
+    wait_until_blocked(redis_client, 1)
+    holder.release()
+    thread.join(10)
+    assert got == [True]
+
+
+def test_a_polling_lock_misses_the_same_release(redis_client):
+    """The control: redis-py's Lock sleeping between polls cannot see the release in time."""
+    holder = Lock(redis_client, "l", timeout=60)
+    holder.acquire()
+    waiter = Lock(redis_client, "l", timeout=60, sleep=10)
+    got = []
+    thread = threading.Thread(target=lambda: got.append(waiter.acquire(blocking_timeout=5)))
+    thread.start()
+    time.sleep(0.2)
+    holder.release()
+    thread.join(10)
+    with pytest.raises(AssertionError):
+        assert got == [True]
+
+
+def test_waiters_are_served_in_arrival_order(redis_client):
+    holder = FencedLock(redis_client, "l", timeout=60)
+    holder.acquire()
+    order = []
+
+    def wait_then_hold(name):
+        lock = FencedLock(redis_client, "l", timeout=60)
+        assert lock.acquire(blocking_timeout=20)
+        order.append(name)
+        lock.release()
+
+    threads = []
+    for i in range(5):
+        thread = threading.Thread(target=wait_then_hold, args=(i,))
+        thread.start()
+        threads.append(thread)
+        wait_until_blocked(redis_client, i + 1)
+    holder.release()
+    for thread in threads:
+        thread.join(30)
+    assert order == [0, 1, 2, 3, 4]
