@@ -19,5 +19,8 @@ accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-")
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms replica=%({x-replica}o)s'
+# No runtime control socket: it would be one shared path in $HOME for every replica on a host,
+# and a container's root file system is read-only.
+control_socket_disable = True
 # Where workers keep their heartbeat files; /dev/shm suits a read-only root file system.
 worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR") or None
