@@ -30,8 +30,10 @@ class Result:
 
 async def _send(
     session: aiohttp.ClientSession, index: int, method: str, url: str,
-    json_body: Any, headers: dict[str, str], t0: float,
+    json_body: Any, headers: dict[str, str], t0: float, delay_s: float = 0.0,
 ) -> Result:
+    if delay_s:
+        await asyncio.sleep(delay_s)
     started = time.perf_counter()
     try:
         async with session.request(method, url, json=json_body, headers=headers) as response:
@@ -48,28 +50,31 @@ async def _send(
 
 
 async def burst(
-    urls: list[str], count: int, path: str, *, method: str = "POST",
+    urls: list[str], count: int, path: Callable[[int], str] | str, *, method: str = "POST",
     body: Callable[[int], Any] | Any = None,
-    headers: Callable[[int], dict[str, str]] | None = None,
-    timeout_s: float = 30.0,
+    headers: Callable[[int], dict[str, str]] | dict[str, str] | None = None,
+    timeout_s: float = 30.0, interval_s: float = 0.0,
 ) -> list[Result]:
-    """Send ``count`` requests at once, request i to ``urls[i % len(urls)]``, and wait for all.
+    """Send ``count`` requests, request i to ``urls[i % len(urls)]``, and wait for all.
 
-    ``body`` and ``headers`` may be functions of the request index.
+    All at once, or request i ``i * interval_s`` after the first. ``path``, ``body`` and
+    ``headers`` may be functions of the request index.
     """
     connector = aiohttp.TCPConnector(limit=count, force_close=False)
     timeout = aiohttp.ClientTimeout(total=timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         t0 = time.perf_counter()
         tasks = [
-            _send(session, i, method, urls[i % len(urls)] + path,
+            _send(session, i, method, urls[i % len(urls)] + (path(i) if callable(path) else path),
                   body(i) if callable(body) else body,
-                  headers(i) if headers else {}, t0)
+                  headers(i) if callable(headers) else dict(headers or {}), t0, i * interval_s)
             for i in range(count)
         ]
         return list(await asyncio.gather(*tasks))
 
 
-def run_burst(urls: list[str], count: int, path: str, **kwargs: Any) -> list[Result]:
+def run_burst(
+    urls: list[str], count: int, path: Callable[[int], str] | str, **kwargs: Any
+) -> list[Result]:
     """``burst`` from synchronous code."""
     return asyncio.run(burst(urls, count, path, **kwargs))

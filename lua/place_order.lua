@@ -1,10 +1,13 @@
 -- place_order: the whole `lua` strategy in one atomic step.
 -- Checks the idempotency record, checks stock >= quantity, decrements, records the order.
+-- A decrement also advances the SKU's fencing counter: a `lock` holder that read the stock
+-- before this order must not write its stale value over it (commit_order refuses it).
 --
 -- KEYS[1]  stock counter of the SKU
 -- KEYS[2]  sold counter of the SKU (total quantity of recorded orders)
 -- KEYS[3]  hash of the new order (written only when the order is created)
--- KEYS[4]  optional: idempotency record of this request (a hash); absent = no Idempotency-Key
+-- KEYS[4]  fencing counter of the SKU's lock
+-- KEYS[5]  optional: idempotency record of this request (a hash); absent = no Idempotency-Key
 -- ARGV[1]  quantity (integer >= 1)
 -- ARGV[2]  order id    ARGV[3] sku    ARGV[4] strategy    ARGV[5] replica    ARGV[6] created_at
 -- ARGV[7]  request fingerprint (the same key with another fingerprint = key reused)
@@ -14,7 +17,7 @@
 --   code      1 created; 0 out of stock (only the idempotency record is written);
 --             -1 the key was used for another request (nothing written)
 --   replayed  1 when this is the answer recorded for an earlier request with the same key
-local idem = KEYS[4]
+local idem = KEYS[5]
 if idem then
   local rec = redis.call('HMGET', idem, 'fp', 'code', 'order_id', 'stock_left', 'strategy', 'replica')
   if rec[1] then
@@ -31,6 +34,7 @@ local code, order_id = 0, ''
 if stock >= quantity then
   stock = redis.call('DECRBY', KEYS[1], quantity)
   redis.call('INCRBY', KEYS[2], quantity)
+  redis.call('INCR', KEYS[4])
   redis.call('HSET', KEYS[3], 'order_id', ARGV[2], 'sku', ARGV[3], 'quantity', quantity,
     'strategy', ARGV[4], 'replica', ARGV[5], 'created_at', ARGV[6])
   code, order_id = 1, ARGV[2]

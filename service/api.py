@@ -7,7 +7,14 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, json, jsonify, request
 
-from .errors import InvalidOrder, MalformedRequest, OutOfStock, Unavailable, UnsupportedMediaType
+from .errors import (
+    InvalidOrder,
+    MalformedRequest,
+    OutOfStock,
+    PayloadTooLarge,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from .model import OrderRequest, Outcome
 from .orders import OrderService
 
@@ -24,15 +31,41 @@ def _service() -> OrderService:
     return current_app.extensions["order_service"]
 
 
+class _HugeInteger:
+    """Stands for a JSON integer too long for Python to parse: valid JSON, out of every range."""
+
+
+def _parse_int(digits: str) -> int | _HugeInteger:
+    return int(digits) if len(digits) <= 30 else _HugeInteger()
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _read_body() -> bytes:
+    """At most MAX_BODY_BYTES of body, with a declared length or chunked; more is a 413."""
+    too_large = PayloadTooLarge(f"The body must be at most {MAX_BODY_BYTES} bytes")
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise too_large
+    data = bytearray()
+    while len(data) <= MAX_BODY_BYTES:  # a chunked body arrives in short reads
+        piece = request.stream.read(MAX_BODY_BYTES + 1 - len(data))
+        if not piece:
+            return bytes(data)
+        data += piece
+    raise too_large
+
+
 def _json_body() -> dict[str, Any] | None:
     """The body as a JSON object; None when there is no body."""
-    data = request.get_data(cache=False)  # past MAX_CONTENT_LENGTH this raises 413
+    data = _read_body()
     if not data:
         return None
     if not request.is_json:
         raise UnsupportedMediaType(f"Got Content-Type {request.content_type or 'none'!r}")
     try:
-        body = json.loads(data)
+        body = json.loads(data, parse_int=_parse_int, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise MalformedRequest(f"The body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):

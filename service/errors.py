@@ -46,6 +46,10 @@ class InvalidOrder(Problem):
     status, slug, title = 422, "invalid-request", "The request breaks a rule"
 
 
+class PayloadTooLarge(Problem):
+    status, slug, title = 413, "payload-too-large", "Body too large"
+
+
 class UnsupportedMediaType(Problem):
     status, slug, title = 415, "unsupported-media-type", "Body must be application/json"
 
@@ -63,7 +67,8 @@ class OutOfStock(Problem):
 
 
 class Unavailable(Problem):
-    """The order could not be decided now; nothing was recorded, and a retry may succeed."""
+    """Try again: Redis or the lock was not there in time (a retry with the same
+    Idempotency-Key is always safe)."""
 
     status, slug, title = 503, "unavailable", "Try again shortly"
 

@@ -13,12 +13,18 @@ A drop-in for ``redis.lock.Lock`` (``client.lock(name, lock_class=FencedLock)`` 
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import Any
 
 from redis.exceptions import LockError, LockNotOwnedError
 from redis.lock import Lock
+
+try:  # what a connection uses when the client was built without a socket_timeout
+    from redis._defaults import DEFAULT_SOCKET_TIMEOUT
+except ImportError:  # older redis-py: no timeout
+    DEFAULT_SOCKET_TIMEOUT = None
 
 from . import scripts
 from .keys import fence_key, signal_key
@@ -29,6 +35,9 @@ __all__ = ["FencedLock", "LockError", "LockNotOwnedError"]
 SIGNAL_TTL_MS = 1000
 # A waiter's single block must end before the client's socket timeout would fire.
 _SOCKET_TIMEOUT_SHARE = 0.5
+# Redis truncates a BLPOP timeout to whole milliseconds, and 0 means "forever": shorter waits
+# (a lease about to end, a caller about to give up) sleep instead of blocking.
+MIN_BLOCK_S = 0.01
 
 
 class FencedLock(Lock):
@@ -86,7 +95,10 @@ class FencedLock(Lock):
             wait = self._wait_bound(sleep, holder_pttl, deadline)
             if wait is None:
                 return False
-            self.redis.blpop([self.signal_name], timeout=wait)
+            if wait < MIN_BLOCK_S:
+                time.sleep(wait)
+            else:
+                self.redis.blpop([self.signal_name], timeout=wait)
 
     def do_acquire(self, token: str) -> bool:
         if self._try_acquire(token) is None:
@@ -96,7 +108,7 @@ class FencedLock(Lock):
 
     def _try_acquire(self, token: bytes | str) -> int | None:
         """None when acquired (the fencing token is stored); else the holder's PTTL in ms."""
-        lease_ms = int(self.timeout * 1000) if self.timeout else 0
+        lease_ms = math.ceil(self.timeout * 1000) if self.timeout else 0
         acquired, value = self.lua_fenced_acquire(
             keys=[self.name, self.fence_name], args=[token, lease_ms], client=self.redis
         )
@@ -115,15 +127,15 @@ class FencedLock(Lock):
             if remaining <= 0:
                 return None
             bounds.append(remaining)
-        if holder_pttl > 0:
+        if holder_pttl >= 0:  # -1: the holder has no lease
             bounds.append(holder_pttl / 1000)
         if sleep is not None:
             bounds.append(sleep)
-        socket_timeout = self.redis.connection_pool.connection_kwargs.get("socket_timeout")
+        socket_timeout = self.redis.connection_pool.connection_kwargs.get(
+            "socket_timeout", DEFAULT_SOCKET_TIMEOUT)
         if socket_timeout:
             bounds.append(socket_timeout * _SOCKET_TIMEOUT_SHARE)
-        # BLPOP's timeout 0 would mean "forever"; the key may also have just expired (PTTL -2).
-        return max(min(bounds, default=1.0), 0.001)
+        return max(min(bounds, default=1.0), 0.0005)  # never a busy spin
 
     def do_release(self, expected_token: str) -> None:
         self.local.fencing_token = None

@@ -221,3 +221,42 @@ def test_waiters_are_served_in_arrival_order(redis_client):
     for thread in threads:
         thread.join(30)
     assert order == [0, 1, 2, 3, 4]
+
+
+def test_waiters_get_a_lease_that_is_about_to_end(redis_server, redis_client):
+    """Leases of a few ms: waiters see PTTLs of 0-2 ms, too short for a BLPOP to block on."""
+    client = redis.Redis.from_url(redis_server.url, socket_timeout=1)
+    for lease in [0.001, 0.002, 0.003, 0.005] * 10:
+        holder = FencedLock(client, "short", timeout=lease)
+        holder.acquire()  # and never released: only the lease ends it
+        waiter = FencedLock(client, "short", timeout=5)
+        assert waiter.acquire(blocking_timeout=0.5)
+        waiter.release()
+
+
+def test_a_short_wait_gives_up_on_time(redis_client):
+    FencedLock(redis_client, "held", timeout=60).acquire()
+    waiter = FencedLock(redis_client, "held", timeout=5)
+    for blocking_timeout in [0.0001, 0.001, 0.005, 0.02]:
+        assert not waiter.acquire(blocking_timeout=blocking_timeout)
+
+
+@pytest.mark.slow
+def test_waits_longer_than_the_default_socket_timeout(redis_server):
+    """A client built without socket_timeout reads with redis-py's default (5 s): a waiter must
+    wait in shorter blocks, not time out its own connection."""
+    client = redis.Redis.from_url(redis_server.url)
+    holder = FencedLock(client, "long", timeout=60, thread_local=False)  # released by a timer
+    holder.acquire()
+    releaser = threading.Timer(6, holder.release)
+    releaser.start()
+    try:
+        assert FencedLock(client, "long", timeout=5).acquire(blocking_timeout=10)
+    finally:
+        releaser.join()
+
+
+def test_a_lease_under_a_millisecond_still_expires(redis_client):
+    lock = FencedLock(redis_client, "tiny", timeout=0.0004)
+    lock.acquire()
+    assert redis_client.pttl("tiny") in (0, 1) or not redis_client.exists("tiny")

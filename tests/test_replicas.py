@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 import redis
 
 from benchmarks.cluster import LocalCluster
-from benchmarks.load import run_burst
+from benchmarks.load import burst, run_burst
 from benchmarks.seed import run_seed
 from tests.books import Books
 
@@ -96,3 +98,78 @@ def test_without_a_lock_concurrent_retries_order_many_times(cluster, cluster_red
     answers = concurrent_retries(cluster, "none", sku)
     with pytest.raises(AssertionError):
         assert_ordered_once(answers, Books(cluster_redis, sku))
+
+
+
+def overlapping_bursts(cluster, slow, fast, sku, count=20, headers=None):
+    """``count`` orders of the ``slow`` strategy at once (each pausing 10 ms between its read
+    and its write), while ``count`` orders of the ``fast`` one arrive every 5 ms: the fast
+    ones land inside the slow ones' read-write windows."""
+    async def both():
+        return await asyncio.gather(
+            burst(cluster.urls, count, f"/orders?strategy={slow}", body={"sku": sku},
+                  headers=headers),
+            burst(cluster.urls, count, f"/orders?strategy={fast}", body={"sku": sku},
+                  headers=headers, interval_s=0.005))
+
+    slow_answers, fast_answers = asyncio.run(both())
+    return slow_answers + fast_answers
+
+
+def test_mixing_lua_and_lock_on_one_sku_never_oversells(cluster, cluster_redis):
+    sku = "mixed-lua-lock"
+    run_burst(cluster.urls[:1], 1, f"/stock/{sku}", method="PUT", body={"quantity": 10})
+    answers = overlapping_bursts(cluster, "lock", "lua", sku)
+    books = Books(cluster_redis, sku)
+    books.assert_never_oversold()
+    assert sum(a.status == 201 for a in answers) == books.sold == 10
+    # A lock holder overtaken by a lua order is refused by the fence: a clean 503, no record.
+    refused = [a for a in answers if a.status == 503]
+    assert all(a.body["type"] == "/problems/lock-lost" for a in refused)
+    assert {a.status for a in answers} <= {201, 409, 503}
+
+
+def test_mixing_lua_and_none_on_one_sku_oversells(cluster, cluster_redis):
+    sku = "mixed-lua-none"
+    run_burst(cluster.urls[:1], 1, f"/stock/{sku}", method="PUT", body={"quantity": 10})
+    overlapping_bursts(cluster, "none", "lua", sku)
+    with pytest.raises(AssertionError, match="oversold"):
+        Books(cluster_redis, sku).assert_never_oversold()
+
+
+def test_one_key_over_both_strategies_orders_once(cluster, cluster_redis):
+    sku = "mixed-idem"
+    run_burst(cluster.urls[:1], 1, f"/stock/{sku}", method="PUT", body={"quantity": 50})
+    answers = overlapping_bursts(cluster, "lock", "lua", sku, count=6,
+                                 headers={"Idempotency-Key": "mixed"})
+    books = Books(cluster_redis, sku)
+    assert books.sold == 1 and len(books.orders) == 1
+    created = [a for a in answers if a.status == 201]
+    assert created and {a.body["order_id"] for a in created} == {books.orders[0]["order_id"]}
+    assert {a.status for a in answers} <= {201, 503}
+
+
+def chunked_post(url, body: bytes):
+    """POST ``body`` with Transfer-Encoding: chunked (no Content-Length) through real gunicorn."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    chunks = [body[i:i + 4096] for i in range(0, len(body), 4096)]
+    connection.request("POST", "/orders", body=iter(chunks), encode_chunked=True,
+                       headers={"Content-Type": "application/json"})
+    response = connection.getresponse()
+    status, content_type = response.status, response.getheader("Content-Type")
+    response.read()
+    connection.close()
+    return status, content_type
+
+
+def test_chunked_body_over_16_kib_is_refused(cluster, cluster_redis):
+    sku = "chunked"
+    run_burst(cluster.urls[:1], 1, f"/stock/{sku}", method="PUT", body={"quantity": 5})
+    padded = b'{"sku": "chunked", "quantity": 2}' + b" " * 20_000
+    assert chunked_post(cluster.urls[0], padded) == (413, "application/problem+json")
+    assert Books(cluster_redis, sku).sold == 0
+    assert chunked_post(cluster.urls[0], b'{"sku": "chunked", "quantity": 2}')[0] == 201

@@ -23,7 +23,7 @@ def record_args(quantity=1, order_id="sku~1", fp="sku\n1"):
 
 
 def place(scripts, quantity=1, order_id="sku~1", idem=False, fp="sku\n1"):
-    keys = [KEYS.stock, KEYS.sold, KEYS.order(order_id)] + ([IDEM] if idem else [])
+    keys = [KEYS.stock, KEYS.sold, KEYS.order(order_id), KEYS.fence] + ([IDEM] if idem else [])
     return scripts.place_order(keys=keys, args=record_args(quantity, order_id, fp))
 
 
@@ -32,6 +32,7 @@ def test_place_order_creates_when_stock_suffices(fake):
     client.set(KEYS.stock, 3)
     assert place(scripts, quantity=3) == [1, 0, "sku~1", 0, "lua", "r1"]
     assert client.get(KEYS.stock) == "0" and client.get(KEYS.sold) == "3"
+    assert client.get(KEYS.fence) == "1"  # a lock holder that read 3 can no longer write
     assert client.hgetall(KEYS.order("sku~1"))["quantity"] == "3"
 
 
@@ -40,6 +41,7 @@ def test_place_order_out_of_stock_writes_nothing(fake):
     client.set(KEYS.stock, 2)
     assert place(scripts, quantity=3) == [0, 0, "", 2, "lua", "r1"]
     assert client.get(KEYS.stock) == "2" and client.get(KEYS.sold) is None
+    assert client.get(KEYS.fence) is None
     assert not client.exists(KEYS.order("sku~1"))
 
 

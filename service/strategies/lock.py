@@ -1,7 +1,9 @@
 """``lock``: application code reads the stock, decides and writes, inside a per-SKU FencedLock.
 
 The write goes through ``lua/commit_order.lua``, which refuses it unless the holder's fencing
-token is still the newest: a holder whose lease ran out cannot write a stale stock value.
+token is still the newest: a holder whose lease ran out cannot write a stale stock value, and
+neither can one whose read was overtaken by a ``lua`` order or a stock change on the same SKU
+(both advance the fencing counter). A refused order answers 503 and records nothing.
 """
 
 from __future__ import annotations
@@ -66,6 +68,11 @@ class LockStrategy(ReadDecideWrite):
     name = "lock"
 
     def place(self, order: PendingOrder) -> Outcome:
+        # A retry of a recorded request is answered at once, not queued behind the lock.
+        for record in order.idempotency_keys:
+            replayed = order.replay(self.redis.hmget(record, IDEMPOTENCY_FIELDS))
+            if replayed is not None:
+                return replayed
         lock = FencedLock(
             self.redis, order.keys.lock,
             timeout=self.settings.lock_ttl_ms / 1000,

@@ -16,7 +16,8 @@ class LuaStrategy:
     def place(self, order: PendingOrder) -> Outcome:
         keys = order.keys
         code, replayed, order_id, stock_left, strategy, replica = self.place_order(
-            keys=[keys.stock, keys.sold, keys.order(order.order_id), *order.idempotency_keys],
+            keys=[keys.stock, keys.sold, keys.order(order.order_id), keys.fence,
+                  *order.idempotency_keys],
             args=order.record_args,
         )
         if code == -1:
