@@ -1,40 +1,232 @@
-"""``python -m benchmarks``: reproduce the original experiment on a local cluster (or --target)."""
+"""``python -m benchmarks``: reproduce the original experiment, then compare the strategies.
+
+By default it starts a local Redis and 3 replicas (gunicorn, gunicorn.conf.py) on 127.0.0.1;
+with ``--target`` it runs against replicas already running and starts nothing.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
+import psutil
+import redis
+from tqdm import tqdm
+
+from . import report
 from .cluster import LocalCluster
+from .load import Result, closed_loop
+from .lockbench import run_lock_benchmark
 from .seed import format_table, run_seed
+from .targets import check
+from .throughput import run_level
 
-STRATEGIES = ("lock", "lua")
+SCENARIOS = ("seed", "throughput", "spread", "replicas", "lock")
+DEFAULT_SCENARIOS = ("seed", "throughput")
+LOCAL_ENV = {"ENABLE_UNSAFE_STRATEGY": "1"}  # so the `none` control can run
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--scenario", default=",".join(DEFAULT_SCENARIOS),
+                        help=f"comma-separated, from {', '.join(SCENARIOS)}, or 'all'")
+    parser.add_argument("--target", help="comma-separated base URLs of running replicas")
+    parser.add_argument("--redis-url", help="with --target: the Redis for the lock scenario")
+    parser.add_argument("--replicas", type=int, default=3, help="local replicas to start")
+    parser.add_argument("--workers", type=int, default=1, help="gunicorn workers per replica")
+    parser.add_argument("--strategies", default="lua,lock,none",
+                        help="for throughput and spread (seed always runs lock and lua)")
+    parser.add_argument("--concurrency", default="1,8,32,64")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per level")
+    parser.add_argument("--spread-skus", type=int, default=100)
+    parser.add_argument("--lock-duration", type=float, default=5.0)
+    parser.add_argument("--out", type=Path, default=Path("results"))
+    args = parser.parse_args(argv)
+    args.scenarios = SCENARIOS if args.scenario == "all" else tuple(
+        s for s in args.scenario.split(",") if s)
+    unknown = set(args.scenarios) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    args.strategy_list = [s for s in args.strategies.split(",") if s]
+    args.concurrency_list = [int(c) for c in args.concurrency.split(",") if c]
+    return args
+
+
+class Progress:
+    """One bar over the levels of a scenario; the live request count in its postfix."""
+
+    def __init__(self, total: int, name: str) -> None:
+        # disable=None: a live bar on a terminal, nothing in a log or CI.
+        self.bar = tqdm(total=total, desc=name, unit="level", leave=False, file=sys.stderr,
+                        disable=None)
+        self.label = ""
+        self.count = 0
+
+    def level(self, label: str) -> None:
+        self.label, self.count = label, 0
+        self.bar.set_postfix_str(label)
+
+    def on_done(self, _: Result) -> None:
+        self.count += 1
+        if self.count % 250 == 0:
+            self.bar.set_postfix_str(f"{self.label} {self.count} requests", refresh=True)
+
+    def advance(self) -> None:
+        self.bar.update()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_seed_scenario(urls: list[str]) -> dict[str, Any]:
+    runs, texts = [], []
+    for strategy in ("lock", "lua"):
+        run = run_seed(urls, strategy)
+        texts.append(format_table(run))
+        runs.append({"strategy": strategy, "created": run.created,
+                     "out_of_stock": run.out_of_stock, "span_ms": round(run.span_s * 1000, 1),
+                     "stock_after": run.stock_after, "sold_after": run.sold_after,
+                     "per_replica": {r: dict(c) for r, c in run.per_replica().items()},
+                     "failures": run.failures()})
+    return {"runs": runs, "text": "\n\n".join(texts)}
+
+
+def run_levels(urls: list[str], scenario: str, args: argparse.Namespace, skus: int,
+               replicas: int) -> dict[str, Any]:
+    levels = [(s, c) for s in args.strategy_list for c in args.concurrency_list]
+    progress = Progress(len(levels), scenario)
+    rows = []
+    for strategy, concurrency in levels:
+        progress.level(f"{strategy} x{concurrency}")
+        rows.append(run_level(urls, scenario, strategy, concurrency, args.duration, skus,
+                              replicas, on_done=progress.on_done).as_dict())
+        progress.advance()
+    progress.close()
+    notes = []
+    unsafe = [r for r in rows if r["strategy"] == "none"]
+    if unsafe:
+        notes.append(f"The unsafe `none` control oversold {sum(r['oversold'] for r in unsafe):,}"
+                     f" units over {len(unsafe)} levels (stock + sold - stock set).")
+    return {"rows": rows, "notes": notes}
+
+
+def run_replicas_scenario(args: argparse.Namespace) -> dict[str, Any]:
+    rows = []
+    counts = list(range(1, args.replicas + 1))
+    progress = Progress(len(counts) * 2, "replicas")
+    for count in counts:
+        with LocalCluster(replicas=count, workers=args.workers, env=LOCAL_ENV) as cluster:
+            for strategy in ("lua", "lock"):
+                progress.level(f"{count} replicas, {strategy}")
+                rows.append(run_level(cluster.urls, "replicas", strategy, 32, args.duration, 1,
+                                      count, on_done=progress.on_done).as_dict())
+                progress.advance()
+    progress.close()
+    return {"rows": rows}
+
+
+def memory(cluster: LocalCluster) -> dict[str, Any]:
+    """Resident memory per replica (master + workers), and Redis bytes per recorded order."""
+    rss = {}
+    for replica in cluster.replicas:
+        master = psutil.Process(replica.process.pid)
+        rss[replica.replica_id] = sum(p.memory_info().rss for p in [master, *master.children()])
+    client = redis.Redis.from_url(cluster.redis_url)
+    sku, orders = f"memory-{time.time_ns()}", 2000
+    client.set(f"{{{sku}}}:stock", orders)  # the SKU's first key, before the baseline
+    before = client.info("memory")["used_memory"]
+    run = asyncio.run(closed_loop(cluster.urls, 8, 60, "/orders?strategy=lua",
+                                  body={"sku": sku}, max_requests=orders))
+    created = sum(r.status == 201 for r in run.results)
+    after = client.info("memory")["used_memory"]
+    return {"rss_mib_per_replica": {k: round(v / 2**20, 1) for k, v in rss.items()},
+            "redis_bytes_per_order": round((after - before) / created, 1) if created else None,
+            "orders_measured": created}
+
+
+def run_all(urls: list[str], args: argparse.Namespace, redis_url: str | None,
+            cluster: LocalCluster | None) -> dict[str, Any]:
+    scenarios: dict[str, Any] = {}
+    if "seed" in args.scenarios:
+        scenarios["seed"] = run_seed_scenario(urls)
+        print(scenarios["seed"]["text"] + "\n", flush=True)
+    for name, skus in (("throughput", 1), ("spread", args.spread_skus)):
+        if name in args.scenarios:
+            scenarios[name] = run_levels(urls, name, args, skus, len(urls))
+            print(f"{name} ({skus} SKU{'s' if skus > 1 else ''}, {len(urls)} replicas, "
+                  f"{args.duration:g} s per level)")
+            print(report.table(scenarios[name]["rows"], report.THROUGHPUT_COLUMNS))
+            for note in scenarios[name]["notes"]:
+                print(note)
+            print(flush=True)
+    if "replicas" in args.scenarios:
+        if cluster is None:
+            print("replicas: skipped, it starts its own local clusters (no --target)\n")
+        else:
+            scenarios["replicas"] = run_replicas_scenario(args)
+            print("replicas")
+            print(report.table(scenarios["replicas"]["rows"], report.THROUGHPUT_COLUMNS) + "\n")
+    if "lock" in args.scenarios:
+        if redis_url is None:
+            print("lock: skipped, give --redis-url with --target\n")
+        else:
+            rows = [r.as_dict() for r in run_lock_benchmark(redis_url,
+                                                             duration_s=args.lock_duration)]
+            scenarios["lock"] = {"rows": rows, "notes": [
+                "3 processes x 8 threads take and release one lock as fast as they can; "
+                "fairness = fewest / most acquisitions of any process."]}
+            print("lock (3 processes x 8 threads, one lock name)")
+            print(report.table(rows, report.LOCK_COLUMNS) + "\n")
+    if cluster is not None:
+        scenarios["memory"] = {"notes": [str(memory(cluster))]}
+        print(f"memory: {scenarios['memory']['notes'][0]}\n")
+    return scenarios
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--target", help="comma-separated base URLs of running replicas; "
-                        "nothing is started")
-    parser.add_argument("--replicas", type=int, default=3, help="local replicas to start")
-    parser.add_argument("--strategies", default=",".join(STRATEGIES))
-    args = parser.parse_args(argv)
-    strategies = [s for s in args.strategies.split(",") if s]
+    args = parse_args(argv)
+    started = datetime.now(UTC).isoformat(timespec="seconds")
 
-    def run(urls: list[str]) -> int:
-        failed = 0
-        for strategy in strategies:
-            result = run_seed(urls, strategy)
-            print(format_table(result), flush=True)
-            print()
-            failed += bool(result.failures())
-        return 1 if failed else 0
+    def finish(urls, redis_url, redis_version, cluster=None) -> int:
+        scenarios = run_all(urls, args, redis_url, cluster)
+        checks = check(scenarios)
+        results = {
+            "started": started, "command": "python -m benchmarks " + " ".join(argv or sys.argv[1:]),
+            "machine": report.machine(redis_version),
+            "parameters": {"replicas": len(urls), "scenarios": ",".join(args.scenarios),
+                           "strategies": args.strategies, "concurrency": args.concurrency,
+                           "seconds per level": args.duration, "spread SKUs": args.spread_skus,
+                           "gunicorn workers per replica": args.workers if cluster else "n/a",
+                           "target": args.target or "local cluster"},
+            "scenarios": scenarios,
+            "targets": checks,
+        }
+        scenarios["targets"] = {"rows": [], "text": report.table(
+            checks, [("target", "target"), ("measured", "measured"), ("verdict", "verdict")])}
+        print("targets\n" + scenarios["targets"]["text"] + "\n")
+        written = report.write(args.out, results)
+        print(f"report: {', '.join(str(p) for p in written)}")
+        seed_failed = any(run["failures"] for run in scenarios.get("seed", {}).get("runs", []))
+        unsafe_rows = [r for name in ("throughput", "spread", "replicas")
+                       for r in scenarios.get(name, {}).get("rows", [])
+                       if r["strategy"] != "none"]
+        return 1 if seed_failed or any(r["oversold"] or r["problems"] for r in unsafe_rows) else 0
 
     if args.target:
-        return run([url.rstrip("/") for url in args.target.split(",")])
+        urls = [url.rstrip("/") for url in args.target.split(",")]
+        version = "unknown (--target)"
+        if args.redis_url:
+            version = redis.Redis.from_url(args.redis_url).info("server")["redis_version"]
+        return finish(urls, args.redis_url, version)
     print(f"starting Redis and {args.replicas} replicas on 127.0.0.1 ...", flush=True)
-    with LocalCluster(replicas=args.replicas) as cluster:
+    with LocalCluster(replicas=args.replicas, workers=args.workers, env=LOCAL_ENV) as cluster:
         print(f"redis {cluster.redis_url}; replicas {', '.join(cluster.urls)}\n", flush=True)
-        return run(cluster.urls)
+        return finish(cluster.urls, cluster.redis_url, cluster.redis_server.version(), cluster)
 
 
 if __name__ == "__main__":

@@ -78,3 +78,51 @@ def run_burst(
 ) -> list[Result]:
     """``burst`` from synchronous code."""
     return asyncio.run(burst(urls, count, path, **kwargs))
+
+
+@dataclass
+class LoadRun:
+    """What a closed-loop run saw: every request, and how long the run took."""
+
+    results: list[Result]
+    elapsed_s: float
+
+    @property
+    def rate(self) -> float:
+        return len(self.results) / self.elapsed_s if self.elapsed_s else 0.0
+
+
+async def closed_loop(
+    urls: list[str], concurrency: int, duration_s: float, path: Callable[[int], str] | str,
+    *, body: Callable[[int], Any] | Any = None, max_requests: int = 1_000_000,
+    timeout_s: float = 10.0, on_done: Callable[[Result], None] | None = None,
+) -> LoadRun:
+    """``concurrency`` clients, each sending its next request when the last is answered.
+
+    Stops after ``duration_s`` or ``max_requests`` requests, whichever comes first; client
+    c talks to ``urls[c % len(urls)]`` over a keep-alive connection pool.
+    """
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    results: list[Result] = []
+    issued = 0
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        t0 = time.perf_counter()
+        stop_at = t0 + duration_s
+
+        async def client(c: int) -> None:
+            nonlocal issued
+            base = urls[c % len(urls)]
+            while issued < max_requests and time.perf_counter() < stop_at:
+                i = issued
+                issued += 1
+                result = await _send(session, i, "POST", base + (path(i) if callable(path)
+                                                                 else path),
+                                     body(i) if callable(body) else body, {}, t0)
+                results.append(result)
+                if on_done:
+                    on_done(result)
+
+        await asyncio.gather(*(client(c) for c in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    return LoadRun(results, elapsed)

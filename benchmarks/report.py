@@ -1,0 +1,136 @@
+"""The benchmark's output: terminal tables, and in the output folder results.json, report.md
+and PNG charts."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+
+THROUGHPUT_COLUMNS = [
+    ("strategy", "strategy"), ("concurrency", "conc"), ("skus", "SKUs"),
+    ("replicas", "replicas"), ("orders_per_s", "orders/s"), ("requests_per_s", "answers/s"),
+    ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"), ("max_ms", "max ms"),
+    ("errors", "errors"), ("oversold", "oversold"),
+]
+LOCK_COLUMNS = [
+    ("lock", "lock"), ("acquisitions_per_s", "acq/s"), ("wait_p50_ms", "wait p50 ms"),
+    ("wait_p99_ms", "wait p99 ms"), ("wait_max_ms", "wait max ms"), ("timeouts", "timeouts"),
+    ("per_process", "per process"), ("fairness", "fairness"),
+]
+
+
+def machine(redis_version: str) -> dict[str, Any]:
+    model = "unknown"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            model = next((line.split(":", 1)[1].strip() for line in cpuinfo
+                          if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return {"cores": os.cpu_count(), "cpu": model, "python": platform.python_version(),
+            "platform": platform.platform(), "redis": redis_version}
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return "/".join(str(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:,.1f}" if value >= 100 else f"{value:.2f}"
+    return str(value)
+
+
+def table(rows: list[dict], columns: list[tuple[str, str]], markdown: bool = False) -> str:
+    header = [title for _, title in columns]
+    body = [[_cell(row.get(key)) for key, _ in columns] for row in rows]
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        return "\n".join(lines)
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
+    fmt = "  ".join(f"{{:>{w}}}" for w in widths)
+    return "\n".join(fmt.format(*cells) for cells in [header, *body])
+
+
+def chart_throughput(rows: list[dict], path: Path, title: str) -> None:
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    for strategy in sorted({row["strategy"] for row in rows}):
+        points = sorted((row["concurrency"], row["orders_per_s"])
+                        for row in rows if row["strategy"] == strategy)
+        axis.plot(*zip(*points, strict=True), marker="o", label=strategy)
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("concurrent clients")
+    axis.set_ylabel("orders created per second")
+    axis.set_title(title)
+    axis.grid(True, alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def chart_latency(rows: list[dict], path: Path, title: str) -> None:
+    concurrency = max(row["concurrency"] for row in rows)
+    chosen = [row for row in rows if row["concurrency"] == concurrency]
+    figure, axis = plt.subplots(figsize=(7, 4.2))
+    width = 0.8 / max(1, len(chosen))
+    marks = ["p50_ms", "p95_ms", "p99_ms", "max_ms"]
+    for index, row in enumerate(chosen):
+        axis.bar([m + index * width for m in range(len(marks))],
+                 [row[mark] for mark in marks], width, label=row["strategy"])
+    axis.set_xticks([m + width * (len(chosen) - 1) / 2 for m in range(len(marks))],
+                    ["p50", "p95", "p99", "max"])
+    axis.set_yscale("log")
+    axis.set_ylabel("latency (ms, log scale)")
+    axis.set_title(f"{title}, {concurrency} concurrent clients")
+    axis.grid(True, axis="y", alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def write(out: Path, results: dict[str, Any]) -> list[Path]:
+    """results.json, report.md and the charts; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "results.json"]
+    written[0].write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    lines = ["# Benchmark report", "", f"Run {results['started']}, "
+             f"command `{results['command']}`.", "", "## Machine and parameters", ""]
+    lines += [f"- {key}: {value}" for key, value in results["machine"].items()]
+    lines += [f"- {key}: {value}" for key, value in results["parameters"].items()]
+    for name, section in results["scenarios"].items():
+        lines += ["", f"## {name}", ""]
+        if section.get("text"):
+            lines += ["```", section["text"], "```"]
+        if section.get("rows"):
+            columns = LOCK_COLUMNS if name == "lock" else THROUGHPUT_COLUMNS
+            lines.append(table(section["rows"], columns, markdown=True))
+        for note in section.get("notes", []):
+            lines += ["", note]
+        if name in ("throughput", "spread", "replicas") and section.get("rows"):
+            chart = out / f"{name}.png"
+            if name == "replicas":
+                rows = [dict(row, concurrency=row["replicas"]) for row in section["rows"]]
+                chart_throughput(rows, chart, "orders/s by number of replicas")
+            else:
+                chart_throughput(section["rows"], chart, f"{name}: throughput")
+                latency = out / f"{name}-latency.png"
+                chart_latency(section["rows"], latency, f"{name}: latency")
+                written.append(latency)
+                lines += ["", f"![{name} latency]({latency.name})"]
+            written.append(chart)
+            lines += ["", f"![{name}]({chart.name})"]
+    report = out / "report.md"
+    report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    written.append(report)
+    return written

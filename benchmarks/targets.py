@@ -1,0 +1,66 @@
+"""The issue's targets, checked against what a run measured (met, missed, or not run)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+SEED_SPAN_MS = {"lua": 100, "lock": 200}
+LUA_ORDERS_PER_S = 2500
+LOCK_ORDERS_PER_S = 800
+LOCK_P99_MS = 100
+FENCED_P99_SHARE = 0.2
+
+
+def _best(rows: list[dict], strategy: str, ok=lambda row: True) -> dict | None:
+    candidates = [r for r in rows if r["strategy"] == strategy and r["skus"] == 1 and ok(r)]
+    return max(candidates, key=lambda r: r["orders_per_s"], default=None)
+
+
+def check(scenarios: dict[str, Any]) -> list[dict[str, str]]:
+    checks = []
+
+    def add(target: str, measured: str, met: bool | None) -> None:
+        verdict = "not run" if met is None else ("met" if met else "missed")
+        checks.append({"target": target, "measured": measured, "verdict": verdict})
+
+    for run in scenarios.get("seed", {}).get("runs", []):
+        limit = SEED_SPAN_MS.get(run["strategy"])
+        if limit is None:
+            continue
+        add(f"seed {run['strategy']}: 10 created, 30 out of stock, all in {limit} ms",
+            f"{run['created']} / {run['out_of_stock']}, {run['span_ms']:.0f} ms",
+            run["created"] == 10 and run["out_of_stock"] == 30 and run["span_ms"] <= limit)
+
+    rows = scenarios.get("throughput", {}).get("rows", [])
+    lua = _best(rows, "lua")
+    add(f"throughput lua >= {LUA_ORDERS_PER_S} orders/s",
+        f"{lua['orders_per_s']:,.0f} orders/s at {lua['concurrency']} clients" if lua else "-",
+        lua["orders_per_s"] >= LUA_ORDERS_PER_S if lua else None)
+    lock_any = _best(rows, "lock")
+    lock_ok = _best(rows, "lock", lambda r: r["p99_ms"] <= LOCK_P99_MS)
+    lock = lock_ok or lock_any
+    add(f"throughput lock >= {LOCK_ORDERS_PER_S} orders/s with p99 <= {LOCK_P99_MS} ms",
+        f"{lock['orders_per_s']:,.0f} orders/s, p99 {lock['p99_ms']:.0f} ms at "
+        f"{lock['concurrency']} clients" if lock else "-",
+        (lock["orders_per_s"] >= LOCK_ORDERS_PER_S and lock["p99_ms"] <= LOCK_P99_MS)
+        if lock else None)
+    safe = [r for r in rows if r["strategy"] in ("lua", "lock")]
+    add("oversold 0 for lua and lock", f"{sum(r['oversold'] for r in safe)}" if safe else "-",
+        all(r["oversold"] == 0 and not r["problems"] for r in safe) if safe else None)
+    unsafe = [r for r in rows if r["strategy"] == "none"]
+    add("the none control oversells", f"{sum(r['oversold'] for r in unsafe)} oversold"
+        if unsafe else "-", any(r["oversold"] > 0 for r in unsafe) if unsafe else None)
+
+    locks = {r["lock"]: r for r in scenarios.get("lock", {}).get("rows", [])}
+    fenced = locks.get("FencedLock")
+    default = next((r for name, r in locks.items() if "default" in name), None)
+    if fenced and default:
+        add("FencedLock acquisitions/s >= redis-py Lock (defaults)",
+            f"{fenced['acquisitions_per_s']:,.0f} vs {default['acquisitions_per_s']:,.0f}",
+            fenced["acquisitions_per_s"] >= default["acquisitions_per_s"])
+        add("FencedLock p99 wait <= 1/5 of redis-py Lock's",
+            f"{fenced['wait_p99_ms']:.1f} ms vs {default['wait_p99_ms']:.1f} ms",
+            fenced["wait_p99_ms"] <= FENCED_P99_SHARE * default["wait_p99_ms"])
+    else:
+        add("FencedLock vs redis-py Lock", "-", None)
+    return checks

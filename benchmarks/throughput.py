@@ -1,0 +1,124 @@
+"""The ``throughput`` and ``spread`` scenarios: each strategy under a closed-loop load.
+
+Every level (strategy x concurrency) gets fresh SKUs with a large stock, runs for a fixed time,
+then reconciles what the clients saw with what the service reports (``GET /stock`` per SKU,
+``GET /orders/<id>`` for a sample of the created orders).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from .load import LoadRun, Result, closed_loop
+from .seed import http_json
+
+INITIAL_STOCK = 10_000_000
+ORDERS_CHECKED_BY_ID = 50
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an ascending list; 0 for an empty one."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+@dataclass
+class LevelResult:
+    scenario: str
+    strategy: str
+    concurrency: int
+    skus: int
+    replicas: int
+    duration_s: float
+    sent: int
+    created: int
+    out_of_stock: int
+    requests_per_s: float
+    orders_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: dict[str, int]
+    oversold: int
+    stock_after: int
+    sold_after: int
+    problems: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def summarize(scenario: str, strategy: str, concurrency: int, replicas: int, skus: list[str],
+              run: LoadRun, books: dict[str, tuple[int, int]], problems: list[str],
+              initial_stock: int) -> LevelResult:
+    latencies = sorted(r.latency_s * 1000 for r in run.results)
+    statuses = Counter(r.status for r in run.results)
+    created_by_sku = Counter(r.body["sku"] for r in run.results if r.status == 201)
+    oversold = sum(
+        max(0, stock + sold - initial_stock, created_by_sku[sku] - initial_stock)
+        for sku, (stock, sold) in books.items()
+    )
+    return LevelResult(
+        scenario=scenario, strategy=strategy, concurrency=concurrency, skus=len(skus),
+        replicas=replicas, duration_s=round(run.elapsed_s, 3), sent=len(run.results),
+        created=statuses[201], out_of_stock=statuses[409],
+        requests_per_s=round(run.rate, 1),
+        orders_per_s=round(statuses[201] / run.elapsed_s, 1) if run.elapsed_s else 0.0,
+        p50_ms=round(percentile(latencies, 0.50), 2), p95_ms=round(percentile(latencies, 0.95), 2),
+        p99_ms=round(percentile(latencies, 0.99), 2), max_ms=round(latencies[-1] if latencies
+                                                                    else 0.0, 2),
+        errors={str(s): n for s, n in sorted(statuses.items()) if s not in (201, 409)},
+        oversold=oversold, stock_after=sum(s for s, _ in books.values()),
+        sold_after=sum(s for _, s in books.values()), problems=problems,
+    )
+
+
+def reconcile(urls: list[str], skus: list[str], results: list[Result]
+              ) -> tuple[dict[str, tuple[int, int]], list[str]]:
+    """Per SKU (stock, sold) as the service reports them, and what disagrees with the clients."""
+    problems = []
+    books = {}
+    for sku in skus:
+        status, body = http_json("GET", f"{urls[0]}/stock/{sku}")
+        if status != 200:
+            problems.append(f"GET /stock/{sku} answered {status}")
+            continue
+        books[sku] = (body["stock"], body["sold"])
+    created = [r for r in results if r.status == 201]
+    by_sku = Counter(r.body["sku"] for r in created)
+    for sku, (_, sold) in books.items():
+        if sold != by_sku[sku]:
+            problems.append(f"{sku}: clients saw {by_sku[sku]} created, Redis has sold {sold}")
+    for result in random.Random(0).sample(created, min(ORDERS_CHECKED_BY_ID, len(created))):
+        order_id = result.body["order_id"]
+        status, order = http_json("GET", f"{urls[0]}/orders/{order_id}")
+        if status != 200 or order.get("sku") != result.body["sku"]:
+            problems.append(f"order {order_id} answered 201 but GET /orders gave {status}")
+    return books, problems
+
+
+def run_level(urls: list[str], scenario: str, strategy: str, concurrency: int,
+              duration_s: float, n_skus: int, replicas: int,
+              on_done: Callable[[Result], None] | None = None,
+              initial_stock: int = INITIAL_STOCK) -> LevelResult:
+    tag = f"{scenario}-{strategy}-c{concurrency}-{time.time_ns() % 10**9}"
+    skus = [f"{tag}-{i}" for i in range(n_skus)]
+    for sku in skus:
+        status, _ = http_json("PUT", f"{urls[0]}/stock/{sku}", {"quantity": initial_stock})
+        if status != 200:
+            raise RuntimeError(f"PUT /stock/{sku} answered {status}")
+    run = asyncio.run(closed_loop(
+        urls, concurrency, duration_s, f"/orders?strategy={strategy}",
+        body=lambda i: {"sku": skus[i % n_skus]}, on_done=on_done))
+    books, problems = reconcile(urls, skus, run.results)
+    return summarize(scenario, strategy, concurrency, replicas, skus, run, books, problems,
+                     initial_stock)

@@ -1,0 +1,95 @@
+"""Smoke test of the benchmark: every scenario at tiny sizes, and a report consistent with Redis.
+
+Timing targets belong to the benchmark's report, not to this test: it checks that the files
+exist and that the numbers in them agree with what Redis holds.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from benchmarks.__main__ import main
+from benchmarks.cluster import LocalCluster
+from service.keys import SkuKeys
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    with LocalCluster(replicas=2, env={"ENABLE_UNSAFE_STRATEGY": "1"}) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def report(cluster, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    code = main(["--target", ",".join(cluster.urls), "--redis-url", cluster.redis_url,
+                 "--scenario", "seed,throughput,spread,lock", "--duration", "0.4",
+                 "--concurrency", "1,4", "--spread-skus", "3", "--lock-duration", "0.5",
+                 "--out", str(out)])
+    return code, out, json.loads((out / "results.json").read_text())
+
+
+def test_files_are_written(report):
+    code, out, results = report
+    assert code == 0
+    for name in ["report.md", "throughput.png", "throughput-latency.png", "spread.png"]:
+        assert (out / name).stat().st_size > 0
+    text = (out / "report.md").read_text()
+    assert "## throughput" in text and "## lock" in text and "cores" in text
+    assert set(results["scenarios"]) >= {"seed", "throughput", "spread", "lock", "targets"}
+
+
+def test_seed_matches_the_original(report):
+    runs = {run["strategy"]: run for run in report[2]["scenarios"]["seed"]["runs"]}
+    for strategy in ("lua", "lock"):
+        assert (runs[strategy]["created"], runs[strategy]["out_of_stock"]) == (10, 30)
+        assert runs[strategy]["failures"] == []
+
+
+def sku_books(client, scenario, row):
+    """(stock, sold) summed over the SKUs a level used, read from Redis itself."""
+    prefix = f"{scenario}-{row['strategy']}-c{row['concurrency']}-"
+    stock = sold = 0
+    tags = {key.split("}")[0][1:] for key in client.scan_iter(f"{{{prefix}*}}:stock")}
+    for sku in tags:
+        keys = SkuKeys(sku)
+        stock += int(client.get(keys.stock) or 0)
+        sold += int(client.get(keys.sold) or 0)
+    return len(tags), stock, sold
+
+
+@pytest.mark.parametrize("scenario", ["throughput", "spread"])
+def test_level_numbers_agree_with_redis(report, cluster, scenario):
+    client = redis.Redis.from_url(cluster.redis_url, decode_responses=True)
+    for row in report[2]["scenarios"][scenario]["rows"]:
+        skus, stock, sold = sku_books(client, scenario, row)
+        assert skus == row["skus"]
+        assert (stock, sold) == (row["stock_after"], row["sold_after"])
+        assert sold == row["created"] and row["problems"] == []
+        assert row["sent"] == row["created"] + row["out_of_stock"] + sum(row["errors"].values())
+        if row["strategy"] != "none":
+            assert row["oversold"] == 0
+
+
+def test_lock_benchmark_counts_every_contender(report):
+    rows = report[2]["scenarios"]["lock"]["rows"]
+    assert [row["lock"] for row in rows][0] == "FencedLock" and len(rows) == 3
+    for row in rows:
+        assert row["acquisitions"] == sum(row["per_process"]) > 0
+        assert row["wait_p50_ms"] <= row["wait_p99_ms"] <= row["wait_max_ms"]
+
+
+def test_replicas_scenario_starts_its_own_clusters(tmp_path):
+    code = main(["--scenario", "replicas", "--replicas", "2", "--duration", "0.3",
+                 "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    rows = results["scenarios"]["replicas"]["rows"]
+    assert code == 0 and sorted({row["replicas"] for row in rows}) == [1, 2]
+    assert all(row["created"] > 0 and row["oversold"] == 0 for row in rows)
+    assert (tmp_path / "replicas.png").stat().st_size > 0
+    assert results["scenarios"]["memory"]
