@@ -1,18 +1,30 @@
--- lock_acquire: take the lock if it is free and hand out the next fencing token, atomically.
+--#include lock_handoff
+-- lock_acquire: take the lock if it is free, or join the queue of waiters.
 --
--- KEYS[1]  the lock (its value is the holder's token, as in redis-py's Lock)
--- KEYS[2]  the lock's fencing counter
--- ARGV[1]  token    ARGV[2] lease in milliseconds (0 = no expiry)
+-- KEYS[1..4] and ARGV[1..3] as in lock_handoff.lua (lock, fencing counter, queue, deadlines;
+-- token, lease ms, grant list prefix)
+-- ARGV[4]  how long the caller will wait, in ms: -1 = not at all (never queued), 0 = no limit
 --
--- Returns {1, fencing_token} when acquired; {0, pttl} when held (pttl as PTTL: -1 = no expiry).
-local lease = tonumber(ARGV[2])
-local ok
-if lease > 0 then
-  ok = redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', lease)
-else
-  ok = redis.call('SET', KEYS[1], ARGV[1], 'NX')
+-- Returns {1, fencing_token} when the caller holds the lock (taken now, or handed to it
+-- earlier); {0, pttl} when another holds it (pttl as PTTL: -1 = no expiry).
+local token, lease, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local holder = redis.call('GET', KEYS[1])
+if holder == token then
+  -- handed over while the caller was not blocked on its grant list
+  local fence = redis.call('LPOP', prefix .. token)
+  return {1, tonumber(fence or redis.call('GET', KEYS[2]))}
 end
-if ok then
-  return {1, redis.call('INCR', KEYS[2])}
+if not holder then
+  -- Free. With waiters queued it means a lease ran out and nobody released: serve the queue.
+  local first = next_waiter()
+  if not first or first == token then
+    return {1, take(token, lease)}
+  end
+  grant(first, lease, prefix)
+end
+local wait = tonumber(ARGV[4])
+if wait >= 0 and redis.call('HEXISTS', KEYS[4], token) == 0 then
+  redis.call('RPUSH', KEYS[3], token)
+  redis.call('HSET', KEYS[4], token, wait > 0 and now_ms() + wait or 0)
 end
 return {0, redis.call('PTTL', KEYS[1])}

@@ -32,7 +32,7 @@ class SkuKeys:
 
     @property
     def lock(self) -> str:
-        """The SKU's lock; FencedLock derives its fencing counter and signal list from it."""
+        """The SKU's lock; FencedLock derives its other keys (fence, queue, ...) from it."""
         return f"{self.tag}:lock"
 
     @property
@@ -66,5 +66,16 @@ def fence_key(lock_name: str) -> str:
     return f"{_tagged(lock_name)}:fence"
 
 
-def signal_key(lock_name: str) -> str:
-    return f"{_tagged(lock_name)}:signal"
+def queue_key(lock_name: str) -> str:
+    """The tokens waiting for the lock, in arrival order."""
+    return f"{_tagged(lock_name)}:queue"
+
+
+def deadlines_key(lock_name: str) -> str:
+    """When each waiting token stops waiting (Redis time, ms)."""
+    return f"{_tagged(lock_name)}:deadlines"
+
+
+def grant_prefix(lock_name: str) -> str:
+    """Prefix of the per-waiter lists a release pushes the fencing token to."""
+    return f"{_tagged(lock_name)}:grant:"

@@ -16,10 +16,15 @@ from redis.commands.core import Script
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 
 
+INCLUDE = "--#include "
+
+
 @cache
 def source(name: str) -> str:
-    """The text of ``lua/<name>.lua``."""
-    return (LUA_DIR / f"{name}.lua").read_text(encoding="utf-8")
+    """The text of ``lua/<name>.lua``, each ``--#include other`` line replaced by that file."""
+    lines = (LUA_DIR / f"{name}.lua").read_text(encoding="utf-8").splitlines(keepends=True)
+    return "".join(source(line[len(INCLUDE):].strip()) if line.startswith(INCLUDE) else line
+                   for line in lines)
 
 
 @dataclass(frozen=True)

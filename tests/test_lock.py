@@ -10,7 +10,7 @@ import pytest
 import redis
 from redis.lock import Lock
 
-from service.keys import fence_key, signal_key
+from service.keys import deadlines_key, fence_key, grant_prefix, queue_key
 from service.lock import FencedLock, LockError, LockNotOwnedError
 
 COUNTER = "counter"
@@ -56,8 +56,9 @@ def test_helper_keys_share_the_lock_slot():
 
     for name in ["{sku}:lock", "plain-name", "a{b}c"]:
         slot = key_slot(name.encode())
-        assert key_slot(fence_key(name).encode()) == slot
-        assert key_slot(signal_key(name).encode()) == slot
+        for key in (fence_key(name), queue_key(name), deadlines_key(name),
+                    grant_prefix(name) + "some-token"):
+            assert key_slot(key.encode()) == slot
 
 
 def test_non_blocking_acquire_fails_while_held(redis_client):

@@ -107,15 +107,72 @@ def test_set_stock_balances_supplied_and_bumps_the_fence(fake):
     assert client.get(KEYS.fence) == "2"
 
 
-def test_lock_scripts(fake):
+LOCK_KEYS = ["l", "f", "q", "d"]
+
+
+def lock_script(client, name):
+    script = client.register_script(source(name))
+    return lambda token, *extra: script(keys=LOCK_KEYS, args=[token, 1000, "g:", *extra])
+
+
+def test_lock_scripts_hand_over_in_arrival_order(fake):
     client, _ = fake
-    acquire = client.register_script(source("lock_acquire"))
-    release = client.register_script(source("lock_release"))
-    assert acquire(keys=["l", "f"], args=["t1", 1000]) == [1, 1]
-    held, pttl = acquire(keys=["l", "f"], args=["t2", 1000])
+    acquire = lock_script(client, "lock_acquire")
+    release = lock_script(client, "lock_release")
+    assert acquire("t1", -1) == [1, 1]
+    held, pttl = acquire("t2", 5000)
     assert held == 0 and 0 < pttl <= 1000
-    assert release(keys=["l", "s"], args=["t2", 1000]) == 0
-    assert release(keys=["l", "s"], args=["t1", 1000]) == 1
-    assert client.lrange("s", 0, -1) == ["1"] and not client.exists("l")
-    assert acquire(keys=["l", "f"], args=["t3", 0]) == [1, 2]
-    assert client.pttl("l") == -1
+    assert acquire("t3", 0)[0] == 0
+    assert acquire("t4", -1)[0] == 0  # a non-blocking caller is not queued
+    assert client.lrange("q", 0, -1) == ["t2", "t3"]
+
+    assert release("t2") == 0  # not the holder: nothing changes
+    assert release("t1") == 1
+    assert client.get("l") == "t2" and client.lrange("g:t2", 0, -1) == ["2"]
+    assert acquire("t2", 5000) == [1, 2]  # the grant was already there
+    assert release("t2") == 1
+    assert client.get("l") == "t3"
+    assert release("t3") == 1
+    assert not client.exists("l") and client.llen("q") == 0
+
+
+def test_lock_scripts_skip_waiters_that_gave_up(fake):
+    client, _ = fake
+    acquire = lock_script(client, "lock_acquire")
+    release = lock_script(client, "lock_release")
+    cancel = lock_script(client, "lock_cancel")
+    acquire("holder", -1)
+    acquire("gone", 5000)
+    acquire("stays", 5000)
+    assert cancel("gone") == 0
+    client.hset("d", "stays", 1)  # its deadline passed long ago
+    assert release("holder") == 1
+    assert not client.exists("l")  # nobody left to hand it to
+
+
+def test_lock_cancel_passes_on_a_lock_that_just_arrived(fake):
+    client, _ = fake
+    acquire = lock_script(client, "lock_acquire")
+    release = lock_script(client, "lock_release")
+    cancel = lock_script(client, "lock_cancel")
+    acquire("holder", -1)
+    acquire("late", 5000)
+    acquire("next", 5000)
+    release("holder")  # handed to "late", which gives up before it sees the grant
+    assert cancel("late") == 1
+    assert client.get("l") == "next" and not client.exists("g:late")
+
+
+def test_lock_acquire_serves_the_queue_after_an_expired_lease(fake):
+    client, _ = fake
+    acquire = lock_script(client, "lock_acquire")
+    acquire("holder", -1)
+    acquire("first", 5000)
+    client.delete("l")  # the holder's lease ran out; nobody released
+    assert acquire("newcomer", 5000)[0] == 0
+    assert client.get("l") == "first" and client.lrange("q", 0, -1) == ["newcomer"]
+
+
+def test_include_directive():
+    text = source("lock_release")
+    assert "--#include" not in text and "local function pass_on" in text

@@ -1,0 +1,59 @@
+-- lock_handoff: helpers of the lock scripts, included by them (not run alone).
+-- The lock is handed over in arrival order: a waiter appends its token to the queue, notes its
+-- deadline (Redis time in ms after which it no longer waits; 0 = it waits as long as it takes),
+-- and blocks on its own grant list. The holder's release gives the lock straight to the
+-- longest waiter that still waits and pushes that waiter's fencing token to its grant list.
+--
+-- Every including script takes KEYS[1] the lock, KEYS[2] its fencing counter, KEYS[3] the
+-- queue (a list), KEYS[4] the deadlines (a hash token -> ms), and ARGV[1] the caller's token,
+-- ARGV[2] the lease in ms (0 = no expiry), ARGV[3] the prefix of grant lists (prefix .. token;
+-- it carries the lock's hash tag, so every key stays in the lock's cluster slot).
+
+local function now_ms()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+
+-- Make `token` the holder and return its fencing token.
+local function take(token, lease)
+  if lease > 0 then
+    redis.call('SET', KEYS[1], token, 'PX', lease)
+  else
+    redis.call('SET', KEYS[1], token)
+  end
+  return redis.call('INCR', KEYS[2])
+end
+
+-- Remove and return the longest-waiting token that still waits; nil when none does.
+local function next_waiter()
+  local now = now_ms()
+  while true do
+    local token = redis.call('LPOP', KEYS[3])
+    if not token then
+      return nil
+    end
+    local deadline = tonumber(redis.call('HGET', KEYS[4], token) or '0')
+    redis.call('HDEL', KEYS[4], token)
+    if deadline == 0 or deadline > now then
+      return token
+    end
+  end
+end
+
+-- Make a waiter the holder and wake it with its fencing token.
+local function grant(token, lease, prefix)
+  local fence = take(token, lease)
+  local list = prefix .. token
+  redis.call('RPUSH', list, fence)
+  redis.call('PEXPIRE', list, math.max(lease, 1000))
+end
+
+-- The holder is done: the next waiter gets the lock, or it is free.
+local function pass_on(lease, prefix)
+  local token = next_waiter()
+  if token then
+    grant(token, lease, prefix)
+  else
+    redis.call('DEL', KEYS[1])
+  end
+end
