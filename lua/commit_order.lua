@@ -1,32 +1,41 @@
+--#include lock_handoff
 -- commit_order: the write half of the `lock` strategy (and of the unsafe `none` control).
 -- The caller read the stock and decided; this writes that decision, but only while the caller's
 -- fencing token is still the newest one issued for the SKU's lock. A holder whose lease ran out
--- (paused, slow) holds an older token, and its stale stock value is refused.
+-- (paused, slow) holds an older token, and its stale stock value is refused. Then, in the same
+-- step, the caller's lock is handed to the next waiter (or freed), if the caller still holds it.
 --
--- KEYS[1]  fencing counter of the SKU's lock (incremented by every acquisition and stock change)
--- KEYS[2]  stock counter    KEYS[3] sold counter    KEYS[4] hash of the new order
--- KEYS[5]  optional: idempotency record of this request (a hash)
--- ARGV[1]  fencing token; '' skips the check (only the unsafe control does that)
--- ARGV[2]  decision: 1 create the order, 0 out of stock
--- ARGV[3]  stock value decided by the caller: the new stock (1), or the stock it saw (0)
--- ARGV[4]  quantity   ARGV[5] order id   ARGV[6] sku   ARGV[7] strategy   ARGV[8] replica
--- ARGV[9]  created_at   ARGV[10] request fingerprint   ARGV[11] idempotency record lifetime (s)
+-- KEYS[1..4] the SKU's lock, its fencing counter, queue and deadlines (see lock_handoff.lua)
+-- KEYS[5]  stock counter    KEYS[6] sold counter    KEYS[7] hash of the new order
+-- KEYS[8]  optional: idempotency record of this request (a hash)
+-- ARGV[1]  the holder's lock token ('' = no lock to release)   ARGV[2] lease in ms
+-- ARGV[3]  grant list prefix (see lock_handoff.lua)
+-- ARGV[4]  fencing token; '' skips the check (only the unsafe control does that)
+-- ARGV[5]  decision: 1 create the order, 0 out of stock
+-- ARGV[6]  stock value decided by the caller: the new stock (1), or the stock it saw (0)
+-- ARGV[7]  quantity   ARGV[8] order id   ARGV[9] sku   ARGV[10] strategy   ARGV[11] replica
+-- ARGV[12] created_at   ARGV[13] request fingerprint   ARGV[14] idempotency lifetime (s)
 --
--- Returns 1 written; 0 refused: the token is no longer the newest, nothing was written.
-if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
+-- Returns {written, released}: written 1, or 0 refused (the token is no longer the newest,
+-- nothing was written); released 1 when the caller's lock was passed on.
+local written = 1
+if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[4] then
+  written = 0
+elseif tonumber(ARGV[5]) == 1 then
+  redis.call('SET', KEYS[5], ARGV[6])
+  redis.call('INCRBY', KEYS[6], ARGV[7])
+  redis.call('HSET', KEYS[7], 'order_id', ARGV[8], 'sku', ARGV[9], 'quantity', ARGV[7],
+    'strategy', ARGV[10], 'replica', ARGV[11], 'created_at', ARGV[12])
 end
-local code, order_id = tonumber(ARGV[2]), ''
-if code == 1 then
-  redis.call('SET', KEYS[2], ARGV[3])
-  redis.call('INCRBY', KEYS[3], ARGV[4])
-  redis.call('HSET', KEYS[4], 'order_id', ARGV[5], 'sku', ARGV[6], 'quantity', ARGV[4],
-    'strategy', ARGV[7], 'replica', ARGV[8], 'created_at', ARGV[9])
-  order_id = ARGV[5]
+if written == 1 and KEYS[8] then
+  local order_id = tonumber(ARGV[5]) == 1 and ARGV[8] or ''
+  redis.call('HSET', KEYS[8], 'fp', ARGV[13], 'code', ARGV[5], 'order_id', order_id,
+    'stock_left', ARGV[6], 'strategy', ARGV[10], 'replica', ARGV[11])
+  redis.call('EXPIRE', KEYS[8], ARGV[14])
 end
-if KEYS[5] then
-  redis.call('HSET', KEYS[5], 'fp', ARGV[10], 'code', code, 'order_id', order_id,
-    'stock_left', ARGV[3], 'strategy', ARGV[7], 'replica', ARGV[8])
-  redis.call('EXPIRE', KEYS[5], ARGV[11])
+local released = 0
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  pass_on(tonumber(ARGV[2]), ARGV[3])
+  released = 1
 end
-return 1
+return {written, released}

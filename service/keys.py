@@ -39,6 +39,11 @@ class SkuKeys:
     def fence(self) -> str:
         return fence_key(self.lock)
 
+    @property
+    def lock_keys(self) -> list[str]:
+        """The lock, its fencing counter, queue and deadlines: KEYS[1..4] of the lock scripts."""
+        return [self.lock, self.fence, queue_key(self.lock), deadlines_key(self.lock)]
+
     def order(self, order_id: str) -> str:
         return f"{self.tag}:order:{order_id}"
 

@@ -11,6 +11,10 @@ A drop-in for ``redis.lock.Lock`` (``client.lock(name, lock_class=FencedLock)`` 
   waiter wakes up holding the lock: no polling, no race against newcomers, one round trip
   saved per hand-off. A waiter never blocks past the holder's lease, so a holder that died
   without releasing costs at most one lease (see ``lua/lock_handoff.lua``).
+
+Two additions serve callers that count round trips: ``acquire_and_read`` runs reads right
+after the acquisition, in the same round trip as the hand-off when it waited; and a script can
+release the lock as its last step (``keys`` and ``handoff_args``, then ``forget``).
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ from __future__ import annotations
 import math
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
+from redis.client import Pipeline
 from redis.exceptions import LockError, LockNotOwnedError
 from redis.lock import Lock
 
@@ -76,6 +83,16 @@ class FencedLock(Lock):
         self.local.fencing_token = int(fencing_token)
         return True
 
+    def handoff_args(self) -> list[Any]:
+        """ARGV[1..3] of a script that releases this lock itself (see lock_handoff.lua): this
+        holder's token, the lease, the grant prefix. Its KEYS[1..4] are ``keys``."""
+        return [self.local.token, self._lease_ms(), self.grant_prefix]
+
+    def forget(self) -> None:
+        """A script released the lock (or it was lost): this object no longer holds it."""
+        self.local.token = None
+        self.local.fencing_token = None
+
     def acquire(
         self,
         sleep: float | None = None,
@@ -87,6 +104,21 @@ class FencedLock(Lock):
 
         ``sleep`` bounds one wait for the hand-off (redis-py's meaning, a poll interval, has no
         use here); by default a wait lasts until the holder's lease ends.
+        """
+        return self.acquire_and_read(None, sleep, blocking, blocking_timeout, token) is not None
+
+    def acquire_and_read(
+        self,
+        queue_reads: Callable[[Pipeline], None] | None,
+        sleep: float | None = None,
+        blocking: bool | None = None,
+        blocking_timeout: float | None = None,
+        token: str | None = None,
+    ) -> list[Any] | None:
+        """Acquire as ``acquire``, then run the commands ``queue_reads`` puts on a pipeline.
+
+        Returns their replies (read while holding the lock), or None if not acquired. A waiter
+        sends them behind its BLPOP, so Redis runs them the moment the lock is handed over.
         """
         if token is None:
             token = uuid.uuid1().hex.encode()
@@ -104,23 +136,36 @@ class FencedLock(Lock):
         while True:
             acquired, value = self._run(self.lua_fenced_acquire, token, wait_ms)
             if acquired:
-                return self._held(token, value)
+                self._held(token, value)
+                return self._read(queue_reads)
             if not blocking:
-                return False
+                return None
             wait = self._wait_bound(sleep, int(value), deadline)
             try:
                 if wait is None:
                     self._run(self.lua_cancel_wait, token)
-                    return False
+                    return None
                 if wait < MIN_BLOCK_S:
                     time.sleep(wait)
                     continue
-                granted = self.redis.blpop([grant_list], timeout=wait)
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.blpop([grant_list], timeout=wait)
+                if queue_reads is not None:
+                    queue_reads(pipe)
+                granted, *reads = pipe.execute()
             except BaseException:
                 self._give_up(token)
                 raise
             if granted:
-                return self._held(token, granted[1])
+                self._held(token, granted[1])
+                return reads
+
+    def _read(self, queue_reads: Callable[[Pipeline], None] | None) -> list[Any]:
+        if queue_reads is None:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        queue_reads(pipe)
+        return pipe.execute()
 
     def _give_up(self, token: bytes) -> None:
         """Leave the queue after a failure, so the lock is not handed to nobody."""

@@ -21,11 +21,12 @@ def stale_holder_run(redis_client, *, fenced: bool) -> None:
     scripts.set_stock(keys=[keys.stock, keys.supplied, keys.fence], args=[10])
 
     def commit(token, new_stock, order_id):
-        return scripts.commit_order(
-            keys=[keys.fence, keys.stock, keys.sold, keys.order(order_id)],
-            args=[token if fenced else "", 1, new_stock, 1, order_id, SKU, "lock", "r", "t",
-                  "fp", 60],
+        written, _ = scripts.commit_order(
+            keys=[*keys.lock_keys, keys.stock, keys.sold, keys.order(order_id)],
+            args=["", 0, "", token if fenced else "", 1, new_stock, 1, order_id, SKU, "lock",
+                  "r", "t", "fp", 60],
         )
+        return written
 
     a = FencedLock(redis_client, keys.lock, timeout=0.05)
     assert a.acquire()
@@ -63,11 +64,12 @@ def test_a_stock_change_fences_out_a_holder_that_read_the_old_stock(redis_client
     lock = FencedLock(redis_client, keys.lock, timeout=5)
     lock.acquire()
     scripts.set_stock(keys=[keys.stock, keys.supplied, keys.fence], args=[3])
-    written = scripts.commit_order(
-        keys=[keys.fence, keys.stock, keys.sold, keys.order("x")],
-        args=[lock.fencing_token, 1, 9, 1, "x", SKU, "lock", "r", "t", "fp", 60])
-    assert written == 0
-    assert redis_client.get(keys.stock) == "3"
+    written, released = scripts.commit_order(
+        keys=[*keys.lock_keys, keys.stock, keys.sold, keys.order("x")],
+        args=[*lock.handoff_args(), lock.fencing_token, 1, 9, 1, "x", SKU, "lock", "r", "t",
+              "fp", 60])
+    assert (written, released) == (0, 1)  # refused, and the lock is passed on all the same
+    assert redis_client.get(keys.stock) == "3" and not redis_client.exists(keys.lock)
 
 
 def wait_for(condition, what: str) -> None:

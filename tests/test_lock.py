@@ -261,3 +261,23 @@ def test_a_lease_under_a_millisecond_still_expires(redis_client):
     lock = FencedLock(redis_client, "tiny", timeout=0.0004)
     lock.acquire()
     assert redis_client.pttl("tiny") in (0, 1) or not redis_client.exists("tiny")
+
+
+def test_reads_ride_on_the_hand_off_and_see_the_holders_last_write(redis_client):
+    holder = FencedLock(redis_client, "l", timeout=60)
+    assert holder.acquire_and_read(lambda pipe: pipe.get("x")) == [None]  # uncontended path
+    got = []
+    waiter = FencedLock(redis_client, "l", timeout=60)
+    thread = threading.Thread(target=lambda: got.append(
+        waiter.acquire_and_read(lambda pipe: pipe.get("x"), blocking_timeout=10)))
+    thread.start()
+    wait_until_blocked(redis_client, 1)
+    redis_client.set("x", "written by the holder")
+    holder.release()
+    thread.join(10)
+    assert got == [["written by the holder"]]
+    assert waiter.owned() and waiter.fencing_token == holder_token_after(redis_client)
+
+
+def holder_token_after(client):
+    return int(client.get(fence_key("l")))

@@ -67,9 +67,12 @@ def test_place_order_replays_out_of_stock(fake):
     assert place(scripts, idem=True)[:2] == [0, 1]
 
 
-def commit(scripts, token, decision=1, stock=9, idem=False):
-    keys = [KEYS.fence, KEYS.stock, KEYS.sold, KEYS.order("sku~1")] + ([IDEM] if idem else [])
-    return scripts.commit_order(keys=keys, args=[token, decision, stock, *record_args()])
+def commit(scripts, token, decision=1, stock=9, idem=False, holder=""):
+    keys = [*KEYS.lock_keys, KEYS.stock, KEYS.sold, KEYS.order("sku~1")] + (
+        [IDEM] if idem else [])
+    written, released = scripts.commit_order(
+        keys=keys, args=[holder, 1000, "g:", token, decision, stock, *record_args()])
+    return written if not holder else (written, released)
 
 
 def test_commit_order_needs_the_newest_token(fake):
@@ -79,6 +82,16 @@ def test_commit_order_needs_the_newest_token(fake):
     assert client.get(KEYS.stock) is None and not client.exists(KEYS.order("sku~1"))
     assert commit(scripts, 7) == 1
     assert client.get(KEYS.stock) == "9" and client.get(KEYS.sold) == "1"
+
+
+def test_commit_order_releases_the_holders_lock_after_writing(fake):
+    client, scripts = fake
+    client.set(KEYS.fence, 3)
+    client.set(KEYS.lock, "me")
+    client.rpush(KEYS.lock_keys[2], "next")  # a waiter
+    assert commit(scripts, 3, holder="me") == (1, 1)
+    assert client.get(KEYS.lock) == "next" and client.get(KEYS.stock) == "9"
+    assert commit(scripts, 4, holder="me") == (1, 0)  # no longer the holder: nothing released
 
 
 def test_commit_order_without_a_token_skips_the_check(fake):

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 import redis
+from redis.client import Pipeline
 
 from ..config import Settings
 from ..errors import LockLost, LockTimeout
@@ -32,13 +35,19 @@ class ReadDecideWrite:
         self.redis = client
         self.commit_order = scripts.commit_order
 
-    def decide_and_write(self, order: PendingOrder, fencing_token: int | str) -> Outcome:
-        keys = order.keys
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.get(keys.stock)
-        for record in order.idempotency_keys:
-            pipe.hmget(record, IDEMPOTENCY_FIELDS)
-        stock, *record = pipe.execute()
+    @staticmethod
+    def queue_reads(order: PendingOrder) -> Callable[[Pipeline], None]:
+        """What the decision needs: the stock, and the request's idempotency record if any."""
+        def queue(pipe: Pipeline) -> None:
+            pipe.get(order.keys.stock)
+            for record in order.idempotency_keys:
+                pipe.hmget(record, IDEMPOTENCY_FIELDS)
+        return queue
+
+    def decide_and_write(self, order: PendingOrder, reads: list[Any],
+                         lock: FencedLock | None) -> Outcome:
+        """Decide from ``reads`` (see ``queue_reads``) and write, releasing ``lock`` with it."""
+        stock, *record = reads
         if record:
             replayed = order.replay(record[0])
             if replayed is not None:
@@ -50,12 +59,17 @@ class ReadDecideWrite:
         stock_left = stock - quantity if created else stock
         if self.settings.critical_section_delay_s:
             time.sleep(self.settings.critical_section_delay_s)
-        if created or record:
-            written = self.commit_order(
-                keys=[keys.fence, keys.stock, keys.sold, keys.order(order.order_id),
+        if created or record or lock is not None:
+            keys = order.keys
+            written, released = self.commit_order(
+                keys=[*keys.lock_keys, keys.stock, keys.sold, keys.order(order.order_id),
                       *order.idempotency_keys],
-                args=[fencing_token, int(created), stock_left, *order.record_args],
+                args=[*(lock.handoff_args() if lock else ["", 0, ""]),
+                      lock.fencing_token if lock else "", int(created), stock_left,
+                      *order.record_args],
             )
+            if released:
+                lock.forget()
             if not written:
                 raise LockLost(
                     f"The lock on {order.request.sku} passed to another holder before this "
@@ -78,18 +92,22 @@ class LockStrategy(ReadDecideWrite):
             timeout=self.settings.lock_ttl_ms / 1000,
             blocking_timeout=self.settings.lock_wait_ms / 1000,
         )
-        if not lock.acquire():
+        reads = lock.acquire_and_read(self.queue_reads(order))
+        if reads is None:
             raise LockTimeout(
                 f"The lock on {order.request.sku} was busy for "
                 f"{self.settings.lock_wait_ms} ms; nothing was recorded"
             )
         try:
-            return self.decide_and_write(order, lock.fencing_token)
+            return self.decide_and_write(order, reads, lock)
         finally:
             self._release(lock)
 
     @staticmethod
     def _release(lock: FencedLock) -> None:
+        """Release the lock unless commit_order already passed it on (its normal end)."""
+        if lock.local.token is None:
+            return
         # The outcome is decided (and fenced) already; a lease that ran out, or a Redis that
         # went away, only means the lock expires by itself.
         try:

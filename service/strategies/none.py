@@ -15,4 +15,6 @@ class UnlockedStrategy(ReadDecideWrite):
     name = "none"
 
     def place(self, order: PendingOrder) -> Outcome:
-        return self.decide_and_write(order, fencing_token="")
+        pipe = self.redis.pipeline(transaction=False)
+        self.queue_reads(order)(pipe)
+        return self.decide_and_write(order, pipe.execute(), lock=None)
