@@ -267,7 +267,7 @@ def test_reads_ride_on_the_hand_off_and_see_the_holders_last_write(redis_client)
     holder = FencedLock(redis_client, "l", timeout=60)
     assert holder.acquire_and_read(lambda pipe: pipe.get("x")) == [None]  # uncontended path
     got = []
-    waiter = FencedLock(redis_client, "l", timeout=60)
+    waiter = FencedLock(redis_client, "l", timeout=60, thread_local=False)  # checked from here
     thread = threading.Thread(target=lambda: got.append(
         waiter.acquire_and_read(lambda pipe: pipe.get("x"), blocking_timeout=10)))
     thread.start()
