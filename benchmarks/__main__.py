@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
             "parameters": {"replicas": len(urls), "scenarios": ",".join(args.scenarios),
                            "strategies": args.strategies, "concurrency": args.concurrency,
                            "seconds per level": args.duration, "spread SKUs": args.spread_skus,
-                           "gunicorn workers per replica": args.workers if cluster else "n/a",
+                           "gunicorn workers x threads per replica":
+                               f"{cluster.workers} x {cluster.threads}" if cluster else "n/a",
                            "target": args.target or "local cluster"},
             "scenarios": scenarios,
             "targets": checks,

@@ -61,14 +61,22 @@ def table(rows: list[dict], columns: list[tuple[str, str]], markdown: bool = Fal
     return "\n".join(fmt.format(*cells) for cells in [header, *body])
 
 
-def chart_throughput(rows: list[dict], path: Path, title: str) -> None:
+COLORS = {"lua": "tab:blue", "lock": "tab:orange", "none": "tab:gray"}
+
+
+def chart_throughput(rows: list[dict], path: Path, title: str, x: str = "concurrency") -> None:
     figure, axis = plt.subplots(figsize=(7, 4.2))
     for strategy in sorted({row["strategy"] for row in rows}):
-        points = sorted((row["concurrency"], row["orders_per_s"])
+        points = sorted((row[x], row["orders_per_s"])
                         for row in rows if row["strategy"] == strategy)
-        axis.plot(*zip(*points, strict=True), marker="o", label=strategy)
-    axis.set_xscale("log", base=2)
-    axis.set_xlabel("concurrent clients")
+        axis.plot(*zip(*points, strict=True), marker="o", label=strategy,
+                  color=COLORS.get(strategy))
+    if x == "concurrency":
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("concurrent clients")
+    else:
+        axis.set_xticks(sorted({row[x] for row in rows}))
+        axis.set_xlabel("replicas")
     axis.set_ylabel("orders created per second")
     axis.set_title(title)
     axis.grid(True, alpha=0.3)
@@ -86,7 +94,8 @@ def chart_latency(rows: list[dict], path: Path, title: str) -> None:
     marks = ["p50_ms", "p95_ms", "p99_ms", "max_ms"]
     for index, row in enumerate(chosen):
         axis.bar([m + index * width for m in range(len(marks))],
-                 [row[mark] for mark in marks], width, label=row["strategy"])
+                 [row[mark] for mark in marks], width, label=row["strategy"],
+                 color=COLORS.get(row["strategy"]))
     axis.set_xticks([m + width * (len(chosen) - 1) / 2 for m in range(len(marks))],
                     ["p50", "p95", "p99", "max"])
     axis.set_yscale("log")
@@ -119,13 +128,15 @@ def write(out: Path, results: dict[str, Any]) -> list[Path]:
             lines += ["", note]
         if name in ("throughput", "spread", "replicas") and section.get("rows"):
             chart = out / f"{name}.png"
+            skus = section["rows"][0]["skus"]
+            load = "one hot SKU" if skus == 1 else f"{skus} SKUs"
             if name == "replicas":
-                rows = [dict(row, concurrency=row["replicas"]) for row in section["rows"]]
-                chart_throughput(rows, chart, "orders/s by number of replicas")
+                chart_throughput(section["rows"], chart, f"{load}, 32 clients: orders/s by "
+                                 "replicas", x="replicas")
             else:
-                chart_throughput(section["rows"], chart, f"{name}: throughput")
+                chart_throughput(section["rows"], chart, f"{load}: orders created per second")
                 latency = out / f"{name}-latency.png"
-                chart_latency(section["rows"], latency, f"{name}: latency")
+                chart_latency(section["rows"], latency, f"{load}: latency")
                 written.append(latency)
                 lines += ["", f"![{name} latency]({latency.name})"]
             written.append(chart)
