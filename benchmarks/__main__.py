@@ -183,8 +183,14 @@ def run_all(urls: list[str], args: argparse.Namespace, redis_url: str | None,
             print("lock (3 processes x 8 threads, one lock name)")
             print(report.table(rows, report.LOCK_COLUMNS) + "\n")
     if cluster is not None:
-        scenarios["memory"] = {"notes": [str(memory(cluster))]}
-        print(f"memory: {scenarios['memory']['notes'][0]}\n")
+        measured = memory(cluster)
+        rss = ", ".join(f"{name} {mib} MiB" for name, mib in
+                        measured["rss_mib_per_replica"].items())
+        text = (f"Resident memory per replica (gunicorn master + workers, after the run): {rss}."
+                f" Redis memory per recorded order: {measured['redis_bytes_per_order']} bytes "
+                f"(used_memory growth over {measured['orders_measured']:,} lua orders).")
+        scenarios["memory"] = {"data": measured, "notes": [text]}
+        print(f"memory: {text}\n")
     return scenarios
 
 
