@@ -35,7 +35,7 @@ if written == 1 and KEYS[8] then
 end
 local released = 0
 if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then
-  pass_on(tonumber(ARGV[2]), ARGV[3])
+  pass_on(ARGV[3])
   released = 1
 end
 return {written, released}

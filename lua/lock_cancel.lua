@@ -10,7 +10,7 @@ redis.call('LREM', KEYS[3], 0, token)
 redis.call('HDEL', KEYS[4], token)
 redis.call('DEL', prefix .. token)
 if redis.call('GET', KEYS[1]) == token then
-  pass_on(tonumber(ARGV[2]), prefix)
+  pass_on(prefix)
   return 1
 end
 return 0

@@ -7,5 +7,5 @@
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return 0
 end
-pass_on(tonumber(ARGV[2]), ARGV[3])
+pass_on(ARGV[3])
 return 1

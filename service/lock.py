@@ -44,6 +44,10 @@ _SOCKET_TIMEOUT_SHARE = 0.5
 # Redis truncates a BLPOP timeout to whole milliseconds, and 0 means "forever": shorter waits
 # (a lease about to end, a caller about to give up) sleep instead of blocking.
 MIN_BLOCK_S = 0.01
+# A waiter wakes at least this often to renew its place in the queue; a waiter that died is
+# dropped once its registration (one wait plus the grace) runs out.
+MAX_BLOCK_S = 5.0
+REGISTRATION_GRACE_S = 1.0
 _NOT_QUEUED = -1
 
 
@@ -128,20 +132,17 @@ class FencedLock(Lock):
         if blocking_timeout is None:
             blocking_timeout = self.blocking_timeout
         deadline = None if blocking_timeout is None else time.monotonic() + blocking_timeout
-        if not blocking:
-            wait_ms = _NOT_QUEUED
-        else:
-            wait_ms = 0 if blocking_timeout is None else max(1, math.ceil(blocking_timeout * 1000))
         grant_list = self.grant_prefix.encode() + token
-        while True:
-            acquired, value = self._run(self.lua_fenced_acquire, token, wait_ms)
-            if acquired:
-                self._held(token, value)
-                return self._read(queue_reads)
-            if not blocking:
-                return None
-            wait = self._wait_bound(sleep, int(value), deadline)
-            try:
+        try:
+            while True:
+                acquired, value = self._run(self.lua_fenced_acquire, token,
+                                            self._registration_ms(blocking, sleep, deadline))
+                if acquired:
+                    self._held(token, value)
+                    return self._read(queue_reads)
+                if not blocking:
+                    return None
+                wait = self._wait_bound(sleep, int(value), deadline)
                 if wait is None:
                     self._run(self.lua_cancel_wait, token)
                     return None
@@ -153,12 +154,30 @@ class FencedLock(Lock):
                 if queue_reads is not None:
                     queue_reads(pipe)
                 granted, *reads = pipe.execute()
-            except BaseException:
-                self._give_up(token)
-                raise
-            if granted:
-                self._held(token, granted[1])
-                return reads
+                if granted:
+                    self._held(token, granted[1])
+                    return reads
+        except BaseException:
+            # Leave the queue, and pass the lock on if it reached us: a failure here must
+            # not leave it handed to nobody.
+            self._give_up(token)
+            self.forget()
+            raise
+
+    def _registration_ms(self, blocking: bool, sleep: float | None,
+                         deadline: float | None) -> int:
+        """How long the queue should count on this caller: its longest block, plus a grace.
+
+        A waiter that failed (or died) stops renewing this, so the queue drops it that soon,
+        instead of handing it the lock for a whole lease.
+        """
+        if not blocking:
+            return _NOT_QUEUED
+        longest_block = self._wait_bound(sleep, -1, None)
+        until_next_call = longest_block + REGISTRATION_GRACE_S
+        if deadline is not None:
+            until_next_call = min(until_next_call, deadline - time.monotonic())
+        return max(1, math.ceil(until_next_call * 1000))
 
     def _read(self, queue_reads: Callable[[Pipeline], None] | None) -> list[Any]:
         if queue_reads is None:
@@ -171,7 +190,7 @@ class FencedLock(Lock):
         """Leave the queue after a failure, so the lock is not handed to nobody."""
         try:
             self._run(self.lua_cancel_wait, token)
-        except Exception:  # Redis is what failed: the waiter's deadline will drop it instead
+        except Exception:  # Redis is what failed: the registration runs out within seconds
             pass
 
     def do_acquire(self, token: str) -> bool:
@@ -192,11 +211,12 @@ class FencedLock(Lock):
             bounds.append(holder_pttl / 1000)
         if sleep is not None:
             bounds.append(sleep)
+        bounds.append(MAX_BLOCK_S)
         socket_timeout = self.redis.connection_pool.connection_kwargs.get(
             "socket_timeout", DEFAULT_SOCKET_TIMEOUT)
         if socket_timeout:
             bounds.append(socket_timeout * _SOCKET_TIMEOUT_SHARE)
-        return max(min(bounds, default=1.0), 0.0005)  # never a busy spin
+        return max(min(bounds), 0.0005)  # never a busy spin
 
     def do_release(self, expected_token: str) -> None:
         self.local.fencing_token = None

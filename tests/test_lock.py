@@ -281,3 +281,34 @@ def test_reads_ride_on_the_hand_off_and_see_the_holders_last_write(redis_client)
 
 def holder_token_after(client):
     return int(client.get(fence_key("l")))
+
+
+def test_a_waiter_whose_redis_call_fails_leaves_the_queue(redis_server, redis_client):
+    """The waiter's connection times out mid-wait (Redis stalls): it must not be handed the lock
+    later, or the next live waiter would wait out a whole lease for nobody."""
+    holder = FencedLock(redis_client, "l", timeout=30)
+    holder.acquire()
+    flaky = redis.Redis.from_url(redis_server.url, socket_timeout=0.2)
+    doomed = FencedLock(flaky, "l", timeout=30)
+    staller = threading.Thread(target=lambda: redis_client.execute_command("DEBUG", "SLEEP", 0.6))
+    waiting = threading.Thread(target=lambda: pytest.raises(redis.RedisError,
+                                                            doomed.acquire, blocking_timeout=20))
+    waiting.start()
+    wait_until_blocked(redis_client, 1)
+    staller.start()
+    waiting.join(10)
+    staller.join(10)
+    # The failed waiter renews nothing now: its registration (its longest block, 0.1 s here,
+    # plus a 1 s grace) runs out, and the queue passes over it.
+    time.sleep(1.5)
+    holder.release()
+    assert not redis_client.exists("l")  # not handed to the waiter that failed
+    assert FencedLock(redis_client, "l", timeout=30).acquire(blocking=False)
+
+
+def test_a_failed_read_after_acquiring_releases_the_lock(redis_client):
+    redis_client.set("a-string", "x")
+    lock = FencedLock(redis_client, "l", timeout=30)
+    with pytest.raises(redis.ResponseError):
+        lock.acquire_and_read(lambda pipe: pipe.hgetall("a-string"))  # WRONGTYPE
+    assert not redis_client.exists("l")

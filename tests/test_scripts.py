@@ -88,7 +88,8 @@ def test_commit_order_releases_the_holders_lock_after_writing(fake):
     client, scripts = fake
     client.set(KEYS.fence, 3)
     client.set(KEYS.lock, "me")
-    client.rpush(KEYS.lock_keys[2], "next")  # a waiter
+    client.rpush(KEYS.lock_keys[2], "next")  # a waiter, registered until 2100 with a 1 s lease
+    client.hset(KEYS.lock_keys[3], "next", "4102444800000:1000")
     assert commit(scripts, 3, holder="me") == (1, 1)
     assert client.get(KEYS.lock) == "next" and client.get(KEYS.stock) == "9"
     assert commit(scripts, 4, holder="me") == (1, 0)  # no longer the holder: nothing released
@@ -135,7 +136,7 @@ def test_lock_scripts_hand_over_in_arrival_order(fake):
     assert acquire("t1", -1) == [1, 1]
     held, pttl = acquire("t2", 5000)
     assert held == 0 and 0 < pttl <= 1000
-    assert acquire("t3", 0)[0] == 0
+    assert acquire("t3", 5000)[0] == 0
     assert acquire("t4", -1)[0] == 0  # a non-blocking caller is not queued
     assert client.lrange("q", 0, -1) == ["t2", "t3"]
 
@@ -158,7 +159,7 @@ def test_lock_scripts_skip_waiters_that_gave_up(fake):
     acquire("gone", 5000)
     acquire("stays", 5000)
     assert cancel("gone") == 0
-    client.hset("d", "stays", 1)  # its deadline passed long ago
+    client.hset("d", "stays", "1:1000")  # its registration ran out long ago
     assert release("holder") == 1
     assert not client.exists("l")  # nobody left to hand it to
 
@@ -189,3 +190,38 @@ def test_lock_acquire_serves_the_queue_after_an_expired_lease(fake):
 def test_include_directive():
     text = source("lock_release")
     assert "--#include" not in text and "local function pass_on" in text
+
+
+def test_a_waiter_gets_its_own_lease(fake):
+    client, _ = fake
+    script = client.register_script(source("lock_acquire"))
+    release = lock_script(client, "lock_release")
+    script(keys=LOCK_KEYS, args=["holder", 0, "g:", -1])  # holds with no expiry
+    script(keys=LOCK_KEYS, args=["waiter", 200, "g:", 5000])  # wants a 200 ms lease
+    release("holder")
+    assert client.get("l") == "waiter" and 0 < client.pttl("l") <= 200
+
+
+def test_a_second_acquire_with_the_holders_token_is_refused(fake):
+    client, _ = fake
+    acquire = lock_script(client, "lock_acquire")
+    assert acquire("same", -1)[0] == 1
+    assert acquire("same", -1)[0] == 0
+    assert acquire("same", 5000)[0] == 0 and client.llen("q") == 0
+
+
+def test_requeueing_drops_a_stale_grant(fake):
+    client, _ = fake
+    acquire = lock_script(client, "lock_acquire")
+    acquire("holder", -1)
+    client.rpush("g:w", 7)  # left over from an earlier turn whose lease ran out
+    acquire("w", 5000)
+    assert not client.exists("g:w")
+
+
+def test_abandoned_queues_expire(fake):
+    client, _ = fake
+    acquire = lock_script(client, "lock_acquire")
+    acquire("holder", -1)
+    acquire("w", 3000)
+    assert 0 < client.pttl("q") <= 4000 and 0 < client.pttl("d") <= 4000
