@@ -7,24 +7,20 @@ with ``--target`` it runs against replicas already running and starts nothing.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
 import redis
 from tqdm import tqdm
 
-from service.keys import SkuKeys
-
 from . import report
 from .cluster import LocalCluster
-from .load import Result, closed_loop
+from .load import Result
 from .lockbench import run_lock_benchmark
-from .seed import format_table, http_json, run_seed
+from .memory import memory
+from .seed import format_table, run_seed
 from .targets import check
 from .throughput import run_level
 
@@ -130,28 +126,6 @@ def run_replicas_scenario(args: argparse.Namespace) -> dict[str, Any]:
                 progress.advance()
     progress.close()
     return {"rows": rows}
-
-
-def memory(cluster: LocalCluster) -> dict[str, Any]:
-    """Resident memory per replica (master + workers), and Redis bytes per recorded order."""
-    rss = {}
-    for replica in cluster.replicas:
-        master = psutil.Process(replica.process.pid)
-        rss[replica.replica_id] = sum(p.memory_info().rss for p in [master, *master.children()])
-    sku, orders = f"memory-{time.time_ns()}", 1000
-    http_json("PUT", f"{cluster.urls[0]}/stock/{sku}", {"quantity": orders})
-    run = asyncio.run(closed_loop(cluster.urls, 8, 60, "/orders?strategy=lua",
-                                  body={"sku": sku}, max_requests=orders))
-    order_keys = [SkuKeys(sku).order(r.body["order_id"]) for r in run.results if r.status == 201]
-    # MEMORY USAGE of each order record: used_memory deltas drown in buffer and allocator noise.
-    with redis.Redis.from_url(cluster.redis_url) as client:
-        pipe = client.pipeline(transaction=False)
-        for key in order_keys:
-            pipe.memory_usage(key, samples=0)
-        sizes = pipe.execute()
-    return {"rss_mib_per_replica": {k: round(v / 2**20, 1) for k, v in rss.items()},
-            "redis_bytes_per_order": round(sum(sizes) / len(sizes), 1) if sizes else None,
-            "orders_measured": len(sizes)}
 
 
 def run_all(urls: list[str], args: argparse.Namespace, redis_url: str | None,

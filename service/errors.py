@@ -57,6 +57,9 @@ class UnsupportedMediaType(Problem):
 class IdempotencyKeyReused(Problem):
     status, slug, title = 422, "idempotency-key-reused", "Idempotency-Key used for another request"
 
+    def __init__(self) -> None:
+        super().__init__("This Idempotency-Key was first used with another request body")
+
 
 class OrderNotFound(Problem):
     status, slug, title = 404, "order-not-found", "No such order"

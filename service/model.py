@@ -90,5 +90,5 @@ class PendingOrder:
         if fp is None:
             return None
         if fp != self.request.fingerprint:
-            raise IdempotencyKeyReused("This Idempotency-Key was used with another body")
+            raise IdempotencyKeyReused()
         return self.outcome(code, order_id, stock_left, strategy, replica, replayed=True)

@@ -51,12 +51,12 @@ class OrderService:
         a key reused for a different SKU, whose record would live elsewhere.
         """
         claim = idempotency_claim(request.idempotency_key)
-        fp = request.fingerprint
-        ttl = self.settings.idempotency_ttl_s
-        if not self.redis.set(claim, fp, nx=True, ex=ttl):
-            first = self.redis.get(claim)
-            if first is not None and first != fp:
-                raise IdempotencyKeyReused("This Idempotency-Key was used with another body")
+        pipe = self.redis.pipeline(transaction=False)  # one round trip: claim, then read back
+        pipe.set(claim, request.fingerprint, nx=True, ex=self.settings.idempotency_ttl_s)
+        pipe.get(claim)
+        _, first = pipe.execute()
+        if first is not None and first != request.fingerprint:
+            raise IdempotencyKeyReused()
 
     def _log(self, outcome: Outcome) -> None:
         message = ("Order created successfully" if outcome.created else "Out of stock")

@@ -21,5 +21,5 @@ class LuaStrategy:
             args=order.record_args,
         )
         if code == -1:
-            raise IdempotencyKeyReused("This Idempotency-Key was used with another body")
+            raise IdempotencyKeyReused()
         return order.outcome(code, order_id, stock_left, strategy, replica, bool(replayed))
