@@ -49,15 +49,23 @@ class Settings:
     default_sku: str = "default"
     enable_unsafe_strategy: bool = False
     idempotency_ttl_s: int = 86400
+    # A watchdog extends the lock's lease while its holder is alive (LOCK_TTL_MS / 3 apart).
+    lock_renewal: bool = True
     # Fault injection, honoured only with enable_unsafe_strategy: a pause between the read and
-    # the write of the `lock` and `none` strategies, to widen the race the lock must close.
+    # the write of the `lock` and `none` strategies, to widen the race the lock must close;
+    # and the `lock` strategy's writes without the fencing check, to show what it prevents.
     critical_section_delay_ms: int = 0
+    disable_fencing: bool = False
 
     @property
     def critical_section_delay_s(self) -> float:
         if not self.enable_unsafe_strategy:
             return 0.0
         return self.critical_section_delay_ms / 1000
+
+    @property
+    def fencing(self) -> bool:
+        return not (self.disable_fencing and self.enable_unsafe_strategy)
 
     def allowed_strategies(self) -> tuple[str, ...]:
         if self.enable_unsafe_strategy:
@@ -80,6 +88,8 @@ class Settings:
             "idempotency_ttl_s": _positive_int,
             "critical_section_delay_ms": _non_negative_int,
             "enable_unsafe_strategy": _flag,
+            "lock_renewal": _flag,
+            "disable_fencing": _flag,
         }
         values: dict[str, object] = {}
         for field in fields(cls):

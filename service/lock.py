@@ -31,6 +31,7 @@ from redis.lock import Lock
 
 from . import scripts
 from .keys import deadlines_key, fence_key, grant_prefix, queue_key
+from .watchdog import WATCHDOG
 
 try:  # what a connection uses when the client was built without a socket_timeout
     from redis._defaults import DEFAULT_SOCKET_TIMEOUT
@@ -56,11 +57,15 @@ class FencedLock(Lock):
     lua_handoff_release = None
     lua_cancel_wait = None
 
-    def __init__(self, redis, name: str, *args, **kwargs) -> None:
+    def __init__(self, redis, name: str, *args, renew: bool = False, **kwargs) -> None:
+        """As ``Lock``; with ``renew`` (and a ``timeout``), a watchdog extends the lease every
+        timeout/3 for as long as the holder holds the lock (see ``service.watchdog``)."""
         super().__init__(redis, name, *args, **kwargs)
         self.keys = [name, fence_key(name), queue_key(name), deadlines_key(name)]
         self.grant_prefix = grant_prefix(name)
+        self.renew = renew and bool(self.timeout)
         self.local.fencing_token = None
+        self.local.watch = None
 
     def register_scripts(self) -> None:
         super().register_scripts()
@@ -85,6 +90,8 @@ class FencedLock(Lock):
     def _held(self, token: bytes, fencing_token: int) -> bool:
         self.local.token = token
         self.local.fencing_token = int(fencing_token)
+        if self.renew:
+            self.local.watch = WATCHDOG.watch(self, token, self._lease_ms())
         return True
 
     def handoff_args(self) -> list[Any]:
@@ -92,10 +99,21 @@ class FencedLock(Lock):
         holder's token, the lease, the grant prefix. Its KEYS[1..4] are ``keys``."""
         return [self.local.token, self._lease_ms(), self.grant_prefix]
 
-    def forget(self) -> None:
-        """A script released the lock (or it was lost): this object no longer holds it."""
+    def forget(self) -> bool:
+        """A script released the lock (or it was lost): this object no longer holds it.
+
+        Returns True if the watchdog had found the lease lost before that.
+        """
         self.local.token = None
         self.local.fencing_token = None
+        watch, self.local.watch = getattr(self.local, "watch", None), None
+        return WATCHDOG.unwatch(watch) if watch is not None else False
+
+    @property
+    def lease_lost(self) -> bool:
+        """True once the watchdog found this holder's lock gone (only with ``renew``)."""
+        watch = getattr(self.local, "watch", None)
+        return watch is not None and WATCHDOG.is_lost(watch)
 
     def acquire(
         self,
@@ -219,7 +237,7 @@ class FencedLock(Lock):
         return max(min(bounds), 0.0005)  # never a busy spin
 
     def do_release(self, expected_token: str) -> None:
-        self.local.fencing_token = None
+        self.forget()
         if not self._run(self.lua_handoff_release, expected_token):
             raise LockNotOwnedError(
                 "Cannot release a lock that's no longer owned", lock_name=self.name

@@ -80,10 +80,11 @@ def wait_for(condition, what: str) -> None:
     raise AssertionError(f"never: {what}")
 
 
-def test_order_whose_lock_expired_fails_cleanly(make_app, books, redis_client):
-    """Slow holder (critical section 400 ms, lease 100 ms) loses to a fast one: 503, no record."""
-    slow = make_app(enable_unsafe_strategy=True, critical_section_delay_ms=400,
-                    lock_ttl_ms=100).test_client()
+def slow_and_fast_orders(make_app, redis_client, **slow_settings):
+    """A slow lock order (1 s between read and write, lease 300 ms) and, while it sleeps,
+    a fast one on another app. Returns both answers."""
+    slow = make_app(enable_unsafe_strategy=True, critical_section_delay_ms=1000,
+                    lock_ttl_ms=300, **slow_settings).test_client()
     fast = make_app(lock_wait_ms=2000).test_client()
     slow.put(f"/stock/{SKU}", json={"quantity": 10})
     answers = {}
@@ -92,15 +93,34 @@ def test_order_whose_lock_expired_fails_cleanly(make_app, books, redis_client):
     thread.start()
     lock = SkuKeys(SKU).lock
     wait_for(lambda: redis_client.exists(lock), "the slow order holds the lock")
-    wait_for(lambda: not redis_client.exists(lock), "its lease runs out")
+    time.sleep(0.65)  # two leases: without renewal the lock is gone by now
     answers["fast"] = fast.post("/orders?strategy=lock", json={"sku": SKU})
     thread.join(10)
+    return answers["slow"], answers["fast"]
 
-    assert answers["fast"].status_code == 201
-    refused = answers["slow"]
-    assert refused.status_code == 503
-    assert refused.get_json()["type"] == "/problems/lock-lost"
-    assert refused.headers["Retry-After"]
+
+def test_a_live_slow_holder_keeps_its_lock_through_renewal(make_app, books, redis_client):
+    slow, fast = slow_and_fast_orders(make_app, redis_client)
+    assert (slow.status_code, fast.status_code) == (201, 201)
+    assert fast.get_json()["stock_left"] == 8  # it waited for the slow order
+    books(SKU).assert_never_oversold()
+
+
+def test_order_whose_lock_expired_fails_cleanly(make_app, books, redis_client):
+    """Without renewal the slow holder's lease runs out, the fast one takes the lock: the slow
+    one's write is refused by the fencing check: 503, nothing recorded."""
+    slow, fast = slow_and_fast_orders(make_app, redis_client, lock_renewal=False)
+    assert fast.status_code == 201
+    assert slow.status_code == 503
+    assert slow.get_json()["type"] == "/problems/lock-lost" and slow.headers["Retry-After"]
     state = books(SKU)
     assert (state.stock, state.sold, len(state.orders)) == (9, 1, 1)
     state.assert_never_oversold()
+
+
+def test_without_fencing_the_expired_holder_oversells(make_app, books, redis_client):
+    slow, fast = slow_and_fast_orders(make_app, redis_client, lock_renewal=False,
+                                      disable_fencing=True)
+    assert (slow.status_code, fast.status_code) == (201, 201)
+    with pytest.raises(AssertionError, match="oversold"):
+        books(SKU).assert_never_oversold()

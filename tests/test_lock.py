@@ -312,3 +312,38 @@ def test_a_failed_read_after_acquiring_releases_the_lock(redis_client):
     with pytest.raises(redis.ResponseError):
         lock.acquire_and_read(lambda pipe: pipe.hgetall("a-string"))  # WRONGTYPE
     assert not redis_client.exists("l")
+
+
+def hold_through(redis_client, renew: bool) -> FencedLock:
+    lock = FencedLock(redis_client, "renewed", timeout=0.3, renew=renew)
+    lock.acquire()
+    time.sleep(1.0)  # more than three leases
+    return lock
+
+
+def test_renewal_keeps_a_live_holders_lock(redis_client):
+    lock = hold_through(redis_client, renew=True)
+    assert lock.owned() and not lock.lease_lost
+    assert not FencedLock(redis_client, "renewed", timeout=5).acquire(blocking=False)
+    lock.release()
+    time.sleep(0.3)
+    assert not redis_client.exists("renewed")  # no renewal after the release
+
+
+def test_without_renewal_the_same_holder_loses_its_lock(redis_client):
+    lock = hold_through(redis_client, renew=False)
+    with pytest.raises(AssertionError):
+        assert lock.owned()
+
+
+def test_renewal_notices_a_lost_lock_and_leaves_the_new_holder_alone(redis_client):
+    lock = FencedLock(redis_client, "renewed", timeout=0.3, renew=True)
+    lock.acquire()
+    redis_client.set("renewed", "thief", px=60_000)
+    for _ in range(200):
+        if lock.lease_lost:
+            break
+        time.sleep(0.01)
+    assert lock.lease_lost
+    assert redis_client.pttl("renewed") > 30_000  # the thief's lease, not reset to 0.3 s
+    assert lock.forget() is True

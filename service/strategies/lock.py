@@ -61,12 +61,12 @@ class ReadDecideWrite:
             time.sleep(self.settings.critical_section_delay_s)
         if created or record or lock is not None:
             keys = order.keys
+            fencing_token = lock.fencing_token if lock and self.settings.fencing else ""
             written, released = self.commit_order(
                 keys=[*keys.lock_keys, keys.stock, keys.sold, keys.order(order.order_id),
                       *order.idempotency_keys],
-                args=[*(lock.handoff_args() if lock else ["", 0, ""]),
-                      lock.fencing_token if lock else "", int(created), stock_left,
-                      *order.record_args],
+                args=[*(lock.handoff_args() if lock else ["", 0, ""]), fencing_token,
+                      int(created), stock_left, *order.record_args],
             )
             if released:
                 lock.forget()
@@ -91,6 +91,7 @@ class LockStrategy(ReadDecideWrite):
             self.redis, order.keys.lock,
             timeout=self.settings.lock_ttl_ms / 1000,
             blocking_timeout=self.settings.lock_wait_ms / 1000,
+            renew=self.settings.lock_renewal,
         )
         reads = lock.acquire_and_read(self.queue_reads(order))
         if reads is None:

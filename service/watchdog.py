@@ -1,0 +1,88 @@
+"""LeaseWatchdog: keeps the leases of live lock holders from running out, as Redisson's does.
+
+One daemon thread per process renews every registered lock at a third of its lease, with the
+holder's token (redis-py's reacquire script: PEXPIRE only if the token still holds the lock).
+A holder that is frozen or killed stops renewing with its process, so its lease runs out as
+usual; a renewal that finds the lock gone marks it lost and stops.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from typing import Any
+
+import redis
+
+log = logging.getLogger(__name__)
+
+
+class LeaseWatchdog:
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Any]] = []
+        self._entries: dict[int, dict[str, Any]] = {}
+        self._ids = itertools.count()
+        self._thread: threading.Thread | None = None
+        self.renewals = 0  # a count for tests and, later, metrics
+
+    def watch(self, lock: Any, token: bytes, lease_ms: int) -> int:
+        """Renew ``lock`` (held with ``token``) every lease/3 until ``unwatch``: a handle."""
+        handle = next(self._ids)
+        with self._cond:
+            self._entries[handle] = {"lock": lock, "token": token, "lease_ms": lease_ms,
+                                     "lost": False}
+            heapq.heappush(self._heap, (time.monotonic() + lease_ms / 3000, handle, None))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="lease-watchdog",
+                                                daemon=True)
+                self._thread.start()
+            if self._heap[0][1] == handle:  # due before everything else: re-arm the wait
+                self._cond.notify()
+        return handle
+
+    def is_lost(self, handle: int) -> bool:
+        with self._cond:
+            entry = self._entries.get(handle)
+            return bool(entry and entry["lost"])
+
+    def unwatch(self, handle: int) -> bool:
+        """Stop renewing; True if the lease was lost (a renewal found the lock gone)."""
+        with self._cond:
+            entry = self._entries.pop(handle, None)
+        return bool(entry and entry["lost"])
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._heap or self._heap[0][0] > time.monotonic():
+                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
+                    self._cond.wait(timeout)
+                _, handle, _ = heapq.heappop(self._heap)
+                entry = self._entries.get(handle)
+            if entry is not None:
+                self._renew(handle, entry)
+
+    def _renew(self, handle: int, entry: dict[str, Any]) -> None:
+        lock, lease_ms = entry["lock"], entry["lease_ms"]
+        try:
+            held = lock.lua_reacquire(keys=[lock.name], args=[entry["token"], lease_ms],
+                                      client=lock.redis)
+        except redis.RedisError as exc:  # try again soon; the lease may still save us
+            log.warning("lease of %s not renewed: %s", lock.name, exc)
+            held = True
+        with self._cond:
+            if handle not in self._entries:
+                return
+            if not held:
+                entry["lost"] = True
+                log.warning("lock %s was lost before its holder finished", lock.name)
+                return
+            self.renewals += 1
+            heapq.heappush(self._heap, (time.monotonic() + lease_ms / 3000, handle, None))
+
+
+WATCHDOG = LeaseWatchdog()
