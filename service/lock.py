@@ -19,6 +19,7 @@ release the lock as its last step (``keys`` and ``handoff_args``, then ``forget`
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 import uuid
@@ -26,7 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.client import Pipeline
-from redis.exceptions import LockError, LockNotOwnedError
+from redis.exceptions import ConnectionError, LockError, LockNotOwnedError, TimeoutError
 from redis.lock import Lock
 
 from . import scripts
@@ -39,6 +40,8 @@ except ImportError:  # older redis-py: no timeout
     DEFAULT_SOCKET_TIMEOUT = None
 
 __all__ = ["FencedLock", "LockError", "LockNotOwnedError"]
+
+log = logging.getLogger(__name__)
 
 # A waiter's single block must end before the client's socket timeout would fire.
 _SOCKET_TIMEOUT_SHARE = 0.5
@@ -153,28 +156,40 @@ class FencedLock(Lock):
         grant_list = self.grant_prefix.encode() + token
         try:
             while True:
-                acquired, value = self._run(self.lua_fenced_acquire, token,
-                                            self._registration_ms(blocking, sleep, deadline))
-                if acquired:
-                    self._held(token, value)
-                    return self._read(queue_reads)
-                if not blocking:
-                    return None
-                wait = self._wait_bound(sleep, int(value), deadline)
-                if wait is None:
-                    self._run(self.lua_cancel_wait, token)
-                    return None
-                if wait < MIN_BLOCK_S:
-                    time.sleep(wait)
-                    continue
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.blpop([grant_list], timeout=wait)
-                if queue_reads is not None:
-                    queue_reads(pipe)
-                granted, *reads = pipe.execute()
-                if granted:
-                    self._held(token, granted[1])
-                    return reads
+                try:
+                    acquired, value = self._run(self.lua_fenced_acquire, token,
+                                                self._registration_ms(blocking, sleep, deadline))
+                    if acquired:
+                        self._held(token, value)
+                        return self._read(queue_reads)
+                    if not blocking:
+                        return None
+                    wait = self._wait_bound(sleep, int(value), deadline)
+                    if wait is None:
+                        self._run(self.lua_cancel_wait, token)
+                        return None
+                    if wait < MIN_BLOCK_S:
+                        time.sleep(wait)
+                        continue
+                    pipe = self.redis.pipeline(transaction=False)
+                    pipe.blpop([grant_list], timeout=wait)
+                    if queue_reads is not None:
+                        queue_reads(pipe)
+                    granted, *reads = pipe.execute()
+                    if granted:
+                        self._held(token, granted[1])
+                        return reads
+                except (ConnectionError, TimeoutError) as exc:
+                    # A lost answer while waiting is not the caller's failure while it has
+                    # time left: it calls again. Had the answer carried the lock (taken or
+                    # handed over), the lock sits on this token without a grant until its
+                    # lease ends, and then this caller takes it: one lease lost, never two
+                    # holders (see lock_acquire.lua).
+                    holding = getattr(self.local, "token", None) is not None
+                    if holding or not blocking or deadline is None \
+                            or time.monotonic() >= deadline:
+                        raise
+                    log.debug("lock %s: wait interrupted (%s), waiting on", self.name, exc)
         except BaseException:
             # Leave the queue, and pass the lock on if it reached us: a failure here must
             # not leave it handed to nobody.

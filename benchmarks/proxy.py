@@ -1,0 +1,95 @@
+"""FlakyProxy: a TCP proxy of our own between the service and Redis, for fault injection.
+
+It adds latency to every chunk in both directions and drops connections: at random (a
+probability per reply chunk, so requests reach Redis but their answers are lost, the worst
+case for retries), or all at once on demand. It listens on 127.0.0.1 only and runs its own
+asyncio loop in a daemon thread until ``stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+
+from .redis_server import free_port
+
+
+class FlakyProxy:
+    def __init__(self, upstream_port: int, latency_s: float = 0.0,
+                 drop_probability: float = 0.0, seed: int = 0) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.latency_s = latency_s
+        self.drop_probability = drop_probability
+        self.dropped = 0
+        self._random = random.Random(seed)
+        self._loop = asyncio.new_event_loop()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="flaky-proxy")
+        self._server: asyncio.base_events.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> FlakyProxy:
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._handle, "127.0.0.1", self.port), self._loop).result(10)
+        return self
+
+    def cut_all(self) -> None:
+        """Close every open connection now, as a network blip would."""
+        asyncio.run_coroutine_threadsafe(self._close_all(), self._loop).result(10)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self.cut_all()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def __enter__(self) -> FlakyProxy:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    async def _close_all(self) -> None:
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+
+    async def _handle(self, client_reader: asyncio.StreamReader,
+                      client_writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection(
+                "127.0.0.1", self.upstream_port)
+        except OSError:
+            client_writer.close()
+            return
+        pair = {client_writer, upstream_writer}
+        self._writers |= pair
+        await asyncio.gather(
+            self._pump(client_reader, upstream_writer, pair, replies=False),
+            self._pump(upstream_reader, client_writer, pair, replies=True),
+        )
+        self._writers -= pair
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    pair: set[asyncio.StreamWriter], replies: bool) -> None:
+        try:
+            while chunk := await reader.read(65536):
+                if self.latency_s:
+                    await asyncio.sleep(self.latency_s)
+                if replies and self._random.random() < self.drop_probability:
+                    self.dropped += 1
+                    break  # the request was served, its answer is lost
+                writer.write(chunk)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        for each in pair:
+            each.close()
