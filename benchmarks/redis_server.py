@@ -48,12 +48,14 @@ class RedisServer:
 
     def __init__(
         self, port: int | None = None, directory: str | None = None,
-        extra_args: tuple[str, ...] = (),
+        extra_args: tuple[str, ...] = (), durable: bool = False,
     ) -> None:
+        """``durable``: append-only file, fsynced before each write is acknowledged."""
         self.port = port or free_port()
         self._own_dir = directory is None
         self.directory = directory or tempfile.mkdtemp(prefix="redis-")
         self.extra_args = extra_args
+        self.durable = durable
         self.process: subprocess.Popen | None = None
 
     @property
@@ -63,7 +65,9 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         args = [
             find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
-            "--dir", self.directory, "--save", "", "--appendonly", "no",
+            "--dir", self.directory, "--save", "",
+            *(("--appendonly", "yes", "--appendfsync", "always") if self.durable
+              else ("--appendonly", "no")),
             "--logfile", os.path.join(self.directory, "redis.log"), *self.extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -95,6 +99,15 @@ class RedisServer:
         if self.process is not None and self.process.stderr:
             self.process.stderr.close()
         self.process = None
+
+    def crash(self) -> None:
+        """SIGKILL: no shutdown, no final save; only what is already on disk survives."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            if self.process.stderr:
+                self.process.stderr.close()
+            self.process = None
 
     def cleanup(self) -> None:
         self.stop()

@@ -5,6 +5,8 @@ Each fault test first shows the unsafe variant failing the same assertion.
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import redis
 
@@ -86,3 +88,58 @@ def test_retries_without_a_key_decrement_twice(flaky_link):
     books, final = run_through_flaky_link(flaky_link, "lua", with_key=False)
     with pytest.raises(AssertionError, match="recorded for"):
         assert_each_order_recorded_once(books, final)
+
+
+def until_ready(cluster, limit_s=20.0):
+    """Until every replica's /readyz answers 200 again (bounded)."""
+    deadline = time.monotonic() + limit_s
+    while not all(replica.ready() for replica in cluster.replicas):
+        assert time.monotonic() < deadline, "replicas did not recover"
+        time.sleep(0.05)
+
+
+def crash_redis_mid_run(strategy, durable):
+    """Orders, then Redis is killed (SIGKILL) and restarted on the same port and files, then
+    more orders. Returns (statuses while down, ids answered 201, what GET /orders says)."""
+    with RedisServer(durable=durable) as server:
+        env = {"REDIS_TIMEOUT_MS": "300"}
+        with LocalCluster(replicas=3, redis_url=server.url, env=env) as cluster:
+            sku = f"restart-{strategy}"
+            run_burst(cluster.urls[:1], 1, f"/stock/{sku}", method="PUT",
+                      body={"quantity": 1000})
+            path = f"/orders?strategy={strategy}"
+            before = run_burst(cluster.urls, 20, path, body={"sku": sku})
+            server.crash()
+            down = run_burst(cluster.urls, 12, path, body={"sku": sku})
+            server.start()
+            until_ready(cluster)
+            after = run_burst(cluster.urls, 20, path, body={"sku": sku})
+            created = [a.body["order_id"] for a in before + after if a.status == 201]
+            found = {order_id: run_burst(cluster.urls[:1], 1, f"/orders/{order_id}",
+                                         method="GET")[0].status for order_id in created}
+            with redis.Redis.from_url(server.url, decode_responses=True) as client:
+                books = Books(client, sku)
+            return down, after, found, books
+
+
+def assert_nothing_acknowledged_was_lost(found, books):
+    lost = [order_id for order_id, status in found.items() if status != 200]
+    assert not lost, f"{len(lost)} orders answered 201 are gone after the restart"
+    assert books.sold == len(found)
+    books.assert_never_oversold()
+
+
+@pytest.mark.parametrize("strategy", ["lua", "lock"])
+def test_redis_restart_loses_no_acknowledged_order(strategy):
+    down, after, found, books = crash_redis_mid_run(strategy, durable=True)
+    assert {a.status for a in down} == {503}
+    assert all(a.headers.get("Retry-After") for a in down)
+    assert {a.status for a in after} == {201}  # recovered by itself, scripts reloaded
+    assert len(found) == 40
+    assert_nothing_acknowledged_was_lost(found, books)
+
+
+def test_without_an_fsynced_append_only_file_the_restart_loses_orders():
+    _, _, found, books = crash_redis_mid_run("lua", durable=False)
+    with pytest.raises(AssertionError, match="are gone"):
+        assert_nothing_acknowledged_was_lost(found, books)
