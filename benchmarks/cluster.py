@@ -74,19 +74,21 @@ class Replica:
 class LocalCluster:
     """``with LocalCluster(replicas=3) as cluster: cluster.urls``.
 
-    ``env`` adds service settings (ORDER_STRATEGY, ENABLE_UNSAFE_STRATEGY, ...); ``redis_url``
-    uses an existing Redis instead of starting one.
+    ``env`` adds service settings (ORDER_STRATEGY, ENABLE_UNSAFE_STRATEGY, ...), and
+    ``replica_env`` settings for single replicas (by number, from 1); ``redis_url`` uses an
+    existing Redis instead of starting one.
     """
 
     def __init__(
         self, replicas: int = 3, env: dict[str, str] | None = None,
         redis_url: str | None = None, workers: int = 1, threads: int = 16,
-        log_dir: Path | None = None,
+        log_dir: Path | None = None, replica_env: dict[int, dict[str, str]] | None = None,
     ) -> None:
         self.redis_server = None if redis_url else RedisServer()
         self._redis_url = redis_url
         self.log_dir = log_dir
         self._env_extra = dict(env or {})
+        self._replica_env = replica_env or {}
         self.n_replicas = replicas
         self.workers = workers
         self.threads = threads
@@ -112,7 +114,8 @@ class LocalCluster:
         }
         for index in range(1, self.n_replicas + 1):
             name = f"replica-{index}"
-            self.replicas.append(Replica(name, env, log_dir / f"{name}.log"))
+            self.replicas.append(Replica(name, {**env, **self._replica_env.get(index, {})},
+                                         log_dir / f"{name}.log"))
         for replica in self.replicas:
             replica.start()
         deadline = time.monotonic() + timeout

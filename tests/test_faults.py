@@ -5,6 +5,8 @@ Each fault test first shows the unsafe variant failing the same assertion.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
 
 import pytest
@@ -14,6 +16,7 @@ from benchmarks.cluster import LocalCluster
 from benchmarks.load import run_burst
 from benchmarks.proxy import FlakyProxy
 from benchmarks.redis_server import RedisServer
+from service.keys import SkuKeys
 from tests.books import Books
 
 pytestmark = pytest.mark.slow
@@ -143,3 +146,91 @@ def test_without_an_fsynced_append_only_file_the_restart_loses_orders():
     _, _, found, books = crash_redis_mid_run("lua", durable=False)
     with pytest.raises(AssertionError, match="are gone"):
         assert_nothing_acknowledged_was_lost(found, books)
+
+
+def freeze_a_holder(strategy="lock", fenced=True):
+    """replica-1 takes an order and, between its read and its write (a 400 ms pause), is
+    frozen (SIGSTOP) past its 300 ms lease; replicas 2 and 3 sell 5 meanwhile; then it thaws.
+    Returns (replica-1's answer, the others' answers, the books)."""
+    slow = {"CRITICAL_SECTION_DELAY_MS": "400"}
+    if not fenced:
+        slow["DISABLE_FENCING"] = "1"
+    env = {"ENABLE_UNSAFE_STRATEGY": "1", "LOCK_TTL_MS": "300", "LOCK_WAIT_MS": "3000"}
+    with LocalCluster(replicas=3, env=env, replica_env={1: slow}) as cluster, \
+            redis.Redis.from_url(cluster.redis_url, decode_responses=True) as client:
+        sku = "frozen"
+        run_burst(cluster.urls[:1], 1, f"/stock/{sku}", method="PUT", body={"quantity": 10})
+        holder = cluster.replicas[0]
+        answers: dict[str, list] = {}
+        first = threading.Thread(target=lambda: answers.update(frozen=run_burst(
+            [holder.url], 1, f"/orders?strategy={strategy}", body={"sku": sku},
+            timeout_s=30)))
+        first.start()
+        lock = SkuKeys(sku).lock
+        wait_for(lambda: client.exists(lock), "replica-1 holds the lock")
+        holder.signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: not client.exists(lock), "its lease runs out")
+            answers["others"] = run_burst(cluster.urls[1:], 5, f"/orders?strategy={strategy}",
+                                          body={"sku": sku})
+        finally:
+            holder.signal(signal.SIGCONT)
+        first.join(30)
+        return answers["frozen"][0], answers["others"], Books(client, sku)
+
+
+def wait_for(condition, what, limit_s=10.0):
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.005)
+
+
+def test_a_frozen_holders_stale_write_is_refused():
+    frozen, others, books = freeze_a_holder()
+    assert [a.status for a in others] == [201] * 5
+    assert frozen.status == 503 and frozen.body["type"] == "/problems/lock-lost"
+    assert (books.stock, books.sold) == (5, 5)
+    books.assert_never_oversold()
+
+
+def test_without_fencing_the_thawed_holder_oversells():
+    frozen, others, books = freeze_a_holder(fenced=False)
+    assert frozen.status == 201 and [a.status for a in others] == [201] * 5
+    with pytest.raises(AssertionError, match="oversold"):
+        books.assert_never_oversold()
+
+
+def kill_a_holder(lease_ms):
+    """replica-1 is killed (SIGKILL) while it holds the lock (lease ``lease_ms``); then replicas
+    2 and 3, willing to wait 3 s for the lock, take 5 orders. Returns (their answers, books)."""
+    slow = {"CRITICAL_SECTION_DELAY_MS": "5000"}
+    env = {"ENABLE_UNSAFE_STRATEGY": "1", "LOCK_TTL_MS": str(lease_ms), "LOCK_WAIT_MS": "3000"}
+    with LocalCluster(replicas=3, env=env, replica_env={1: slow}) as cluster, \
+            redis.Redis.from_url(cluster.redis_url, decode_responses=True) as client:
+        sku = "killed"
+        run_burst(cluster.urls[:1], 1, f"/stock/{sku}", method="PUT", body={"quantity": 10})
+        holder = cluster.replicas[0]
+        first = threading.Thread(target=lambda: run_burst(
+            [holder.url], 1, "/orders?strategy=lock", body={"sku": sku}, timeout_s=10))
+        first.start()
+        wait_for(lambda: client.exists(SkuKeys(sku).lock), "replica-1 holds the lock")
+        holder.signal(signal.SIGKILL)
+        first.join(15)
+        others = run_burst(cluster.urls[1:], 5, "/orders?strategy=lock", body={"sku": sku})
+        return others, Books(client, sku)
+
+
+def assert_the_others_go_on(others, books):
+    assert [a.status for a in others] == [201] * 5
+    assert (books.stock, books.sold) == (5, 5)  # the killed order was never written
+    books.assert_never_oversold()
+
+
+def test_a_killed_holder_costs_at_most_one_lease():
+    assert_the_others_go_on(*kill_a_holder(lease_ms=500))
+
+
+def test_a_killed_holder_whose_lease_outlives_the_wait_blocks_the_others():
+    with pytest.raises(AssertionError):
+        assert_the_others_go_on(*kill_a_holder(lease_ms=10_000))
