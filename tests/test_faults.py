@@ -162,12 +162,21 @@ def freeze_a_holder(strategy="lock", fenced=True):
         run_burst(cluster.urls[:1], 1, f"/stock/{sku}", method="PUT", body={"quantity": 10})
         holder = cluster.replicas[0]
         answers: dict[str, list] = {}
-        first = threading.Thread(target=lambda: answers.update(frozen=run_burst(
-            [holder.url], 1, f"/orders?strategy={strategy}", body={"sku": sku},
-            timeout_s=30)))
-        first.start()
-        lock = SkuKeys(sku).lock
-        wait_for(lambda: client.exists(lock), "replica-1 holds the lock")
+        lock, stock = SkuKeys(sku).lock, SkuKeys(sku).stock
+        with redis.Redis.from_url(cluster.redis_url, socket_timeout=10,
+                                  decode_responses=True).monitor() as monitor:
+            first = threading.Thread(target=lambda: answers.update(frozen=run_burst(
+                [holder.url], 1, f"/orders?strategy={strategy}", body={"sku": sku},
+                timeout_s=30)))
+            first.start()
+            # Freeze it inside its critical section: after its own read of the stock (not a
+            # script's), before its write.
+            for _ in range(1000):
+                seen = monitor.next_command()
+                if seen["client_type"] != "lua" and seen["command"] == f"GET {stock}":
+                    break
+            else:
+                raise AssertionError("never saw replica-1 read the stock")
         holder.signal(signal.SIGSTOP)
         try:
             wait_for(lambda: not client.exists(lock), "its lease runs out")
