@@ -27,7 +27,7 @@ class LeaseWatchdog:
         self._entries: dict[int, dict[str, Any]] = {}
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
-        self.renewals = 0  # a count for tests and, later, metrics
+        self.renewals = 0  # how many leases were extended (for the metrics to come)
 
     def watch(self, lock: Any, token: bytes, lease_ms: int) -> int:
         """Renew ``lock`` (held with ``token``) every lease/3 until ``unwatch``: a handle."""
