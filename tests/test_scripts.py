@@ -126,13 +126,20 @@ LOCK_KEYS = ["l", "f", "q", "d"]
 
 def lock_script(client, name):
     script = client.register_script(source(name))
-    return lambda token, *extra: script(keys=LOCK_KEYS, args=[token, 1000, "g:", *extra])
+    return lambda token, *extra, lease=1000: script(keys=LOCK_KEYS,
+                                                    args=[token, lease, "g:", *extra])
 
 
-def test_lock_scripts_hand_over_in_arrival_order(fake):
+@pytest.fixture
+def lock_ops(fake):
+    """The fake client and the three lock scripts as callables: token, *ARGV[4:], lease=."""
     client, _ = fake
-    acquire = lock_script(client, "lock_acquire")
-    release = lock_script(client, "lock_release")
+    return (client, *(lock_script(client, name)
+                      for name in ("lock_acquire", "lock_release", "lock_cancel")))
+
+
+def test_lock_scripts_hand_over_in_arrival_order(lock_ops):
+    client, acquire, release, _ = lock_ops
     assert acquire("t1", -1) == [1, 1]
     held, pttl = acquire("t2", 5000)
     assert held == 0 and 0 < pttl <= 1000
@@ -150,11 +157,8 @@ def test_lock_scripts_hand_over_in_arrival_order(fake):
     assert not client.exists("l") and client.llen("q") == 0
 
 
-def test_lock_scripts_skip_waiters_that_gave_up(fake):
-    client, _ = fake
-    acquire = lock_script(client, "lock_acquire")
-    release = lock_script(client, "lock_release")
-    cancel = lock_script(client, "lock_cancel")
+def test_lock_scripts_skip_waiters_that_gave_up(lock_ops):
+    client, acquire, release, cancel = lock_ops
     acquire("holder", -1)
     acquire("gone", 5000)
     acquire("stays", 5000)
@@ -164,11 +168,8 @@ def test_lock_scripts_skip_waiters_that_gave_up(fake):
     assert not client.exists("l")  # nobody left to hand it to
 
 
-def test_lock_cancel_passes_on_a_lock_that_just_arrived(fake):
-    client, _ = fake
-    acquire = lock_script(client, "lock_acquire")
-    release = lock_script(client, "lock_release")
-    cancel = lock_script(client, "lock_cancel")
+def test_lock_cancel_passes_on_a_lock_that_just_arrived(lock_ops):
+    client, acquire, release, cancel = lock_ops
     acquire("holder", -1)
     acquire("late", 5000)
     acquire("next", 5000)
@@ -177,9 +178,8 @@ def test_lock_cancel_passes_on_a_lock_that_just_arrived(fake):
     assert client.get("l") == "next" and not client.exists("g:late")
 
 
-def test_lock_acquire_serves_the_queue_after_an_expired_lease(fake):
-    client, _ = fake
-    acquire = lock_script(client, "lock_acquire")
+def test_lock_acquire_serves_the_queue_after_an_expired_lease(lock_ops):
+    client, acquire, _, _ = lock_ops
     acquire("holder", -1)
     acquire("first", 5000)
     client.delete("l")  # the holder's lease ran out; nobody released
@@ -192,36 +192,31 @@ def test_include_directive():
     assert "--#include" not in text and "local function pass_on" in text
 
 
-def test_a_waiter_gets_its_own_lease(fake):
-    client, _ = fake
-    script = client.register_script(source("lock_acquire"))
-    release = lock_script(client, "lock_release")
-    script(keys=LOCK_KEYS, args=["holder", 0, "g:", -1])  # holds with no expiry
-    script(keys=LOCK_KEYS, args=["waiter", 200, "g:", 5000])  # wants a 200 ms lease
+def test_a_waiter_gets_its_own_lease(lock_ops):
+    client, acquire, release, _ = lock_ops
+    acquire("holder", -1, lease=0)  # holds with no expiry
+    acquire("waiter", 5000, lease=200)  # wants a 200 ms lease
     release("holder")
     assert client.get("l") == "waiter" and 0 < client.pttl("l") <= 200
 
 
-def test_a_second_acquire_with_the_holders_token_is_refused(fake):
-    client, _ = fake
-    acquire = lock_script(client, "lock_acquire")
+def test_a_second_acquire_with_the_holders_token_is_refused(lock_ops):
+    client, acquire, _, _ = lock_ops
     assert acquire("same", -1)[0] == 1
     assert acquire("same", -1)[0] == 0
     assert acquire("same", 5000)[0] == 0 and client.llen("q") == 0
 
 
-def test_requeueing_drops_a_stale_grant(fake):
-    client, _ = fake
-    acquire = lock_script(client, "lock_acquire")
+def test_requeueing_drops_a_stale_grant(lock_ops):
+    client, acquire, _, _ = lock_ops
     acquire("holder", -1)
     client.rpush("g:w", 7)  # left over from an earlier turn whose lease ran out
     acquire("w", 5000)
     assert not client.exists("g:w")
 
 
-def test_abandoned_queues_expire(fake):
-    client, _ = fake
-    acquire = lock_script(client, "lock_acquire")
+def test_abandoned_queues_expire(lock_ops):
+    client, acquire, _, _ = lock_ops
     acquire("holder", -1)
     acquire("w", 3000)
     assert 0 < client.pttl("q") <= 4000 and 0 < client.pttl("d") <= 4000
