@@ -27,7 +27,6 @@ class LeaseWatchdog:
         self._entries: dict[int, dict[str, Any]] = {}
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
-        self.renewals = 0  # how many leases were extended (for the metrics to come)
 
     def watch(self, lock: Any, token: bytes, lease_ms: int) -> int:
         """Renew ``lock`` (held with ``token``) every lease/3 until ``unwatch``: a handle."""
@@ -81,7 +80,6 @@ class LeaseWatchdog:
                 entry["lost"] = True
                 log.warning("lock %s was lost before its holder finished", lock.name)
                 return
-            self.renewals += 1
             heapq.heappush(self._heap, (time.monotonic() + lease_ms / 3000, handle, None))
 
 
