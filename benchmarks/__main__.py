@@ -17,6 +17,8 @@ from tqdm import tqdm
 
 from . import report
 from .cluster import LocalCluster
+from .fault_scenarios import SCENARIOS as FAULTS
+from .faults import run_variant
 from .load import Result
 from .lockbench import run_lock_benchmark
 from .memory import memory
@@ -24,7 +26,7 @@ from .seed import format_table, run_seed
 from .targets import check
 from .throughput import run_level
 
-SCENARIOS = ("seed", "throughput", "spread", "replicas", "lock")
+SCENARIOS = ("seed", "throughput", "spread", "replicas", "lock", "faults")
 DEFAULT_SCENARIOS = ("seed", "throughput")
 LOCAL_ENV = {"ENABLE_UNSAFE_STRATEGY": "1"}  # so the `none` control can run
 
@@ -43,6 +45,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per level")
     parser.add_argument("--spread-skus", type=int, default=100)
     parser.add_argument("--lock-duration", type=float, default=5.0)
+    parser.add_argument("--faults", default=",".join(FAULTS),
+                        help=f"for the faults scenario: comma-separated, from {', '.join(FAULTS)}")
+    parser.add_argument("--fault-scale", type=float, default=1.0,
+                        help="faults: multiply each fault run's number of customers")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
     args.scenarios = SCENARIOS if args.scenario == "all" else tuple(
@@ -50,6 +56,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.scenarios) - set(SCENARIOS)
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    args.fault_list = [f for f in args.faults.split(",") if f]
+    unknown = set(args.fault_list) - set(FAULTS)
+    if unknown:
+        parser.error(f"unknown fault(s): {', '.join(sorted(unknown))}")
     args.strategy_list = [s for s in args.strategies.split(",") if s]
     args.concurrency_list = [int(c) for c in args.concurrency.split(",") if c]
     return args
@@ -128,6 +138,20 @@ def run_replicas_scenario(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": rows}
 
 
+def run_faults_scenario(args: argparse.Namespace) -> dict[str, Any]:
+    runs = [(FAULTS[name], variant) for name in args.fault_list
+            for variant in FAULTS[name].variants]
+    progress = Progress(len(runs), "faults")
+    rows = []
+    for scenario, variant in runs:
+        progress.level(f"{scenario.name}: {variant.name}")
+        rows.append(run_variant(scenario, variant, args.fault_scale).as_dict())
+        progress.advance()
+    progress.close()
+    notes = [f"{row['scenario']}, {row['variant']}: {row['fault']}." for row in rows]
+    return {"rows": rows, "notes": notes}
+
+
 def run_all(urls: list[str], args: argparse.Namespace, redis_url: str | None,
             cluster: LocalCluster | None) -> dict[str, Any]:
     scenarios: dict[str, Any] = {}
@@ -161,6 +185,16 @@ def run_all(urls: list[str], args: argparse.Namespace, redis_url: str | None,
                 "fairness = fewest / most acquisitions of any process."]}
             print("lock (3 processes x 8 threads, one lock name)")
             print(report.table(rows, report.LOCK_COLUMNS) + "\n")
+    if "faults" in args.scenarios:
+        if cluster is None:
+            print("faults: skipped, it injects faults into local processes it starts (no "
+                  "--target)\n")
+        else:
+            scenarios["faults"] = run_faults_scenario(args)
+            print("faults (3 replicas and a Redis started afresh for each row; customers "
+                  "retry with their Idempotency-Key)")
+            print(report.table(scenarios["faults"]["rows"], report.FAULT_COLUMNS))
+            print("\n".join(scenarios["faults"]["notes"]) + "\n", flush=True)
     if cluster is not None:
         measured = memory(cluster)
         rss = ", ".join(f"{name} {mib} MiB" for name, mib in
@@ -202,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         unsafe_rows = [r for name in ("throughput", "spread", "replicas")
                        for r in scenarios.get(name, {}).get("rows", [])
                        if r["strategy"] != "none"]
-        return 1 if seed_failed or any(r["oversold"] or r["problems"] for r in unsafe_rows) else 0
+        fault_violated = any(row["safe"] and row["violations"]
+                             for row in scenarios.get("faults", {}).get("rows", []))
+        return 1 if seed_failed or fault_violated or any(
+            r["oversold"] or r["problems"] for r in unsafe_rows) else 0
 
     if args.target:
         urls = [url.rstrip("/") for url in args.target.split(",")]

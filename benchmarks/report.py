@@ -26,6 +26,13 @@ LOCK_COLUMNS = [
     ("per_process", "per process"), ("fairness", "fairness"),
 ]
 
+FAULT_COLUMNS = [
+    ("scenario", "fault"), ("variant", "variant"), ("sent", "sent"),
+    ("acknowledged", "acknowledged"), ("refused", "refused"), ("recorded", "recorded"),
+    ("oversold", "oversold"), ("lost", "lost"), ("phantom", "phantom"),
+    ("unresolved", "unresolved"), ("resolved", "resolved by key"), ("verdict", "verdict"),
+]
+
 
 def machine(redis_version: str) -> dict[str, Any]:
     model = "unknown"
@@ -122,7 +129,8 @@ def write(out: Path, results: dict[str, Any]) -> list[Path]:
         if section.get("text"):
             lines += ["```", section["text"], "```"]
         if section.get("rows"):
-            columns = LOCK_COLUMNS if name == "lock" else THROUGHPUT_COLUMNS
+            columns = {"lock": LOCK_COLUMNS, "faults": FAULT_COLUMNS}.get(
+                name, THROUGHPUT_COLUMNS)
             lines.append(table(section["rows"], columns, markdown=True))
         for note in section.get("notes", []):
             lines += ["", note]

@@ -63,4 +63,13 @@ def check(scenarios: dict[str, Any]) -> list[dict[str, str]]:
             fenced["wait_p99_ms"] <= FENCED_P99_SHARE * default["wait_p99_ms"])
     else:
         add("FencedLock vs redis-py Lock", "-", None)
+    faults = scenarios.get("faults", {}).get("rows", [])
+    safe = [r for r in faults if r["safe"]]
+    add("faults: lua and lock never oversell, lose an order, or leave one unresolved",
+        f"{sum(r['as_expected'] for r in safe)} of {len(safe)} runs hold" if safe else "-",
+        all(r["as_expected"] for r in safe) if safe else None)
+    unsafe = [r for r in faults if not r["safe"]]
+    add("faults: every unsafe variant fails the same check, as expected",
+        f"{sum(r['as_expected'] for r in unsafe)} of {len(unsafe)} fail" if unsafe else "-",
+        all(r["as_expected"] for r in unsafe) if unsafe else None)
     return checks

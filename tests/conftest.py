@@ -10,9 +10,9 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
+from benchmarks.invariants import Books
 from benchmarks.redis_server import RedisServer
 from service import create_app
-from tests.books import Books
 
 
 @pytest.fixture(scope="session")

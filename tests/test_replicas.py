@@ -8,9 +8,9 @@ import pytest
 import redis
 
 from benchmarks.cluster import LocalCluster
+from benchmarks.invariants import Books
 from benchmarks.load import burst, run_burst
 from benchmarks.seed import run_seed
-from tests.books import Books
 
 pytestmark = pytest.mark.slow
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -93,7 +94,9 @@ class LockStrategy(ReadDecideWrite):
             blocking_timeout=self.settings.lock_wait_ms / 1000,
             renew=self.settings.lock_renewal,
         )
-        reads = lock.acquire_and_read(self.queue_reads(order))
+        # The token names the replica, so `GET <lock key>` tells an operator who holds it.
+        token = f"{self.settings.replica_id}/{uuid.uuid4().hex}"
+        reads = lock.acquire_and_read(self.queue_reads(order), token=token)
         if reads is None:
             raise LockTimeout(
                 f"The lock on {order.request.sku} was busy for "

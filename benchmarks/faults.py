@@ -1,0 +1,219 @@
+"""The ``faults`` scenario: faults injected into real processes while customers keep ordering.
+
+Each scenario runs every variant on a fresh Redis and 3 fresh replicas: ``lua`` and ``lock``,
+which must come out with nothing oversold, lost, phantom or unresolved, and an unsafe variant
+(the ``none`` strategy, no fencing, no Idempotency-Key, no fsynced append-only file) that must
+fail the same check. Customers arrive at a fixed rate during the whole run; the fault comes
+about a third of the way in. After the run every customer left without a final answer
+replays its key, and ``invariants.tally`` compares what they were told with what Redis holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import redis
+
+from service.keys import SkuKeys
+
+from .cluster import LocalCluster
+from .customers import Customer, Plan, Shoppers, resolve
+from .invariants import Tally, tally
+from .proxy import FlakyProxy
+from .redis_server import RedisServer
+from .seed import http_json
+from .throughput import percentile
+
+HOLDER = "replica-1"  # the replica the fault hits
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    strategy: str
+    breaks: str = ""  # an unsafe variant: the invariant it is expected to break
+    env: dict[str, str] = field(default_factory=dict)  # every replica
+    holder_env: dict[str, str] = field(default_factory=dict)  # replica-1 only
+    with_key: bool = True
+    durable: bool = True  # Redis with appendonly yes + appendfsync always
+
+    @property
+    def safe(self) -> bool:
+        return not self.breaks
+
+
+@dataclass(frozen=True)
+class Size:
+    customers: int
+    rate_per_s: float
+
+    @property
+    def duration_s(self) -> float:
+        return self.customers / self.rate_per_s
+
+
+@dataclass
+class Stage:
+    """What a fault function works with; it fills in ``live_urls`` and ``fault``."""
+
+    cluster: LocalCluster
+    shoppers: Shoppers
+    client: redis.Redis  # straight to Redis, never through a proxy
+    sku: str
+    server: RedisServer
+    proxy: FlakyProxy | None
+    env: dict[str, str]  # the replicas' settings (replica-1 may have more)
+    live_urls: list[str]
+    hit: bool = False  # the fault happened as meant (e.g. replica-1 was holding the lock)
+    marks: dict[str, float] = field(default_factory=dict)  # perf_counter() of fault events
+
+    def at(self, fraction: float) -> None:
+        """Sleep until ``fraction`` of the customers' arrival period has passed."""
+        plan = self.shoppers.plan
+        due = self.shoppers.started_at + fraction * plan.customers / plan.rate_per_s
+        time.sleep(max(0.0, due - time.perf_counter()))
+
+    @property
+    def holder_url(self) -> str:
+        return self.cluster.replicas[0].url
+
+    def wait_for_holder_read(self, limit_s: float = 5.0) -> bool:
+        """Until replica-1 reads the stock under the lock (seen with MONITOR, matched to
+        replica-1's connections by their CLIENT LIST names): it is between read and write."""
+        stock_read = f"GET {SkuKeys(self.sku).stock}"
+        holder_connections: set[str] = set()
+        deadline = time.monotonic() + limit_s
+        with redis.Redis.from_url(self.server.url, socket_timeout=limit_s,
+                                  decode_responses=True) as watcher, watcher.monitor() as monitor:
+            try:
+                while time.monotonic() < deadline:
+                    seen = monitor.next_command()
+                    if seen["client_type"] == "lua" or seen["command"] != stock_read:
+                        continue  # a script's read is atomic with its write
+                    address = f"{seen['client_address']}:{seen['client_port']}"
+                    if address not in holder_connections:
+                        holder_connections = {c["addr"] for c in self.client.client_list()
+                                              if c.get("name") == HOLDER}
+                    if address in holder_connections:
+                        return True
+            except redis.TimeoutError:
+                pass
+        return False
+
+    def wait_for_holder(self, limit_s: float = 5.0) -> bool:
+        """Until replica-1 holds the SKU's lock (its tokens start with its id)."""
+        lock = SkuKeys(self.sku).lock
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            if (self.client.get(lock) or "").startswith(HOLDER + "/"):
+                return True
+            time.sleep(0.001)
+        return False
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    inject: Callable[[Stage], None]
+    describe: Callable[[Stage, list[Customer]], str]
+    variants: tuple[Variant, ...]
+    size: Size
+    env: dict[str, str] = field(default_factory=dict)
+    stock_share: float = 0.75  # stock set to this share of the customers: it sells out late
+    proxy: bool = False
+
+
+@dataclass
+class FaultRun:
+    scenario: str
+    variant: Variant
+    tally: Tally
+    hit: bool
+    fault: str
+
+    @property
+    def verdict(self) -> str:
+        broken = ", ".join(self.tally.violations)
+        if not self.hit:
+            return "fault missed its moment: " + (broken or "nothing broken")
+        if self.variant.safe:
+            return f"VIOLATED: {broken}" if broken else "holds"
+        if any(self.variant.breaks in violation for violation in self.tally.violations):
+            return f"fails as expected: {broken}"
+        return f"did not break {self.variant.breaks}: " + (broken or "nothing broken")
+
+    @property
+    def as_expected(self) -> bool:
+        return self.verdict.startswith(("holds", "fails as expected"))
+
+    def as_dict(self) -> dict:
+        return {"scenario": self.scenario, "variant": self.variant.name,
+                "strategy": self.variant.strategy, "safe": self.variant.safe, "hit": self.hit,
+                **self.tally.as_dict(), "fault": self.fault, "verdict": self.verdict,
+                "as_expected": self.as_expected}
+
+
+@contextlib.contextmanager
+def _redis(scenario: Scenario, variant: Variant) -> Iterator[tuple[RedisServer, FlakyProxy | None]]:
+    with RedisServer(durable=variant.durable) as server:
+        if not scenario.proxy:
+            yield server, None
+            return
+        with FlakyProxy(server.port, latency_s=0.0005) as proxy:
+            yield server, proxy
+
+
+def run_variant(scenario: Scenario, variant: Variant, scale: float = 1.0) -> FaultRun:
+    size = Size(max(6, round(scenario.size.customers * scale)), scenario.size.rate_per_s)
+    env = {"ENABLE_UNSAFE_STRATEGY": "1", "REDIS_TIMEOUT_MS": "300",
+           **scenario.env, **variant.env}
+    with _redis(scenario, variant) as (server, proxy), LocalCluster(
+            replicas=3, env=env, redis_url=proxy.url if proxy else server.url,
+            replica_env={1: variant.holder_env}) as cluster, \
+            redis.Redis.from_url(server.url, decode_responses=True) as client:
+        sku = f"{scenario.name}-{variant.strategy}"
+        stock = round(size.customers * scenario.stock_share)
+        status, _ = http_json("PUT", f"{cluster.urls[0]}/stock/{sku}", {"quantity": stock})
+        if status != 200:
+            raise RuntimeError(f"PUT /stock/{sku} answered {status}")
+        plan = Plan(cluster.urls, sku, variant.strategy, size.customers, size.rate_per_s,
+                    with_key=variant.with_key)
+        stage = Stage(cluster, Shoppers(plan).start(), client, sku, server, proxy, env,
+                      live_urls=list(cluster.urls))
+        try:
+            scenario.inject(stage)
+        finally:
+            customers = stage.shoppers.join()
+        asyncio.run(resolve(plan, customers, stage.live_urls))
+        return FaultRun(scenario.name, variant, tally(client, sku, customers), stage.hit,
+                        scenario.describe(stage, customers))
+
+
+def answers_between(customers: list[Customer], start: float, end: float) -> list:
+    return [a for c in customers for a in c.attempts if start <= a.answered_at <= end]
+
+
+def first_created_after(customers: list[Customer], moment: float) -> float | None:
+    """Milliseconds from ``moment`` to the first 201 answered after it."""
+    times = [a.answered_at for c in customers for a in c.attempts
+             if a.status == 201 and a.answered_at > moment]
+    return (min(times) - moment) * 1000 if times else None
+
+
+def ms(value: float | None) -> str:
+    return "never" if value is None else f"{value:,.0f} ms"
+
+
+def latency_summary(answers: list) -> str:
+    latencies = sorted((a.answered_at - a.sent_at) * 1000 for a in answers)
+    if not latencies:
+        return "no answers"
+    return f"p50 {percentile(latencies, 0.5):,.0f} ms, max {latencies[-1]:,.0f} ms"
+
+
+def signal_holder(stage: Stage, signum: int) -> None:
+    stage.cluster.replicas[0].signal(signum)

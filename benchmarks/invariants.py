@@ -1,0 +1,96 @@
+"""The invariant checker: what Redis holds for a SKU, compared with what clients were told.
+
+``Books`` reads the SKU's figures and makes the safety assertion every oversell test makes;
+``tally`` adds the customers' side after a fault scenario: every 201 is a recorded order,
+nothing is recorded that no client was told was created, every answer lost to the fault is
+resolved, the stock never goes below 0, and stock + sold == all stock ever set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import redis
+
+from service.keys import SkuKeys
+
+from .customers import Customer
+
+
+class Books:
+    """What Redis holds for a SKU: the figures every safety assertion is about."""
+
+    def __init__(self, client: redis.Redis, sku: str) -> None:
+        keys = SkuKeys(sku)
+        stock, sold, supplied = client.mget([keys.stock, keys.sold, keys.supplied])
+        self.stock = int(stock or 0)
+        self.sold = int(sold or 0)
+        self.supplied = int(supplied or 0)
+        self.orders = [client.hgetall(key) for key in client.scan_iter(keys.order("*"))]
+
+    @property
+    def oversold(self) -> int:
+        """Units sold that were never in stock: below zero, or more sold than ever supplied."""
+        return max(0, -self.stock) + max(0, self.stock + self.sold - self.supplied)
+
+    def assert_never_oversold(self) -> None:
+        """Stock never below 0, stock + sold == all stock ever set, one record per unit sold."""
+        assert self.stock >= 0, f"stock went below 0: {self.stock}"
+        assert self.stock + self.sold == self.supplied, (
+            f"oversold: stock {self.stock} + sold {self.sold} != supplied {self.supplied}")
+        assert sum(int(order["quantity"]) for order in self.orders) == self.sold, (
+            f"{len(self.orders)} order records do not add up to sold {self.sold}")
+
+
+@dataclass
+class Tally:
+    """One scenario run, as the report shows it."""
+
+    sent: int  # customers, each one order (retries included)
+    attempts: int  # HTTP requests they made
+    acknowledged: int  # customers told 201
+    refused: int  # customers told for sure that nothing was recorded (409, 503 lock-*)
+    recorded: int  # order records in Redis
+    oversold: int  # see Books.oversold
+    lost: int  # acknowledged orders with no record
+    phantom: int  # records no customer was told about (a failure that was not, a double)
+    unresolved: int  # customers who cannot know what became of an attempt
+    resolved: int  # customers whose answers lost to the fault were settled by their key
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def violations(self) -> list[str]:
+        found = [f"{getattr(self, name)} {name}" for name in
+                 ("oversold", "lost", "phantom", "unresolved") if getattr(self, name)]
+        return found + self.problems
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "violations": self.violations}
+
+
+def tally(client: redis.Redis, sku: str, customers: list[Customer]) -> Tally:
+    books = Books(client, sku)
+    recorded = {order["order_id"] for order in books.orders}
+    acknowledged = {c.order_id for c in customers if c.order_id is not None}
+    in_records = sum(int(order["quantity"]) for order in books.orders)
+    problems = [] if in_records == books.sold else [
+        f"order records hold {in_records} units, the sold counter {books.sold}"]
+    return Tally(
+        sent=len(customers),
+        attempts=sum(len(c.answers) for c in customers),
+        acknowledged=len(acknowledged),
+        refused=sum(c.order_id is None and c.settled for c in customers),
+        recorded=len(recorded),
+        oversold=books.oversold,
+        lost=len(acknowledged - recorded),
+        phantom=len(recorded - acknowledged),
+        unresolved=sum(not c.settled for c in customers),
+        resolved=sum(c.key is not None and c.settled and any(a.ambiguous for a in c.answers)
+                     for c in customers),
+        problems=problems,
+    )
+
+
+def assert_safe(result: Tally) -> None:
+    """The fault scenarios' one assertion: nothing oversold, lost, phantom or unresolved."""
+    assert not result.violations, "violated: " + "; ".join(result.violations)
