@@ -11,8 +11,9 @@ talks only to the URLs it is given.
 from __future__ import annotations
 
 import asyncio
-import threading
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -125,12 +126,12 @@ async def _customer(session: aiohttp.ClientSession, plan: Plan, number: int,
         await asyncio.sleep(plan.retry_pause_s)
 
 
-async def shop(plan: Plan) -> list[Customer]:
-    """Customer i arrives ``i / rate_per_s`` after the start; returns them all when done."""
+async def shop(plan: Plan, start: float) -> list[Customer]:
+    """Customer i arrives ``i / rate_per_s`` after ``start`` (a ``time.perf_counter()``);
+    returns them all when done."""
     connector = aiohttp.TCPConnector(limit=plan.customers)
     timeout = aiohttp.ClientTimeout(total=plan.request_timeout_s)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        start = time.perf_counter()
         return list(await asyncio.gather(*(
             _customer(session, plan, i, start + i / plan.rate_per_s)
             for i in range(plan.customers))))
@@ -152,33 +153,38 @@ async def resolve(plan: Plan, customers: list[Customer], live_urls: list[str],
                 await asyncio.sleep(plan.retry_pause_s)
 
 
+def _shop_in_process(plan: Plan, start: float) -> list[Customer]:
+    return asyncio.run(shop(plan, start))
+
+
+def _ready() -> bool:
+    return True
+
+
 class Shoppers:
-    """``shop(plan)`` in a background thread, so the caller can inject a fault meanwhile."""
+    """``shop(plan)`` in a process of its own, so the caller can inject a fault meanwhile
+    without the customers' event loop delaying it (they would share one GIL in a thread).
+
+    ``time.perf_counter()`` is the system's monotonic clock on Linux, so the customers'
+    timestamps and the caller's are comparable.
+    """
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.customers: list[Customer] = []
         self.started_at = 0.0
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="customers", daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.customers = asyncio.run(shop(self.plan))
-        except BaseException as exc:  # re-raised in join()
-            self._error = exc
+        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        self._future = None
 
     def start(self) -> Shoppers:
-        self.started_at = time.perf_counter()
-        self._thread.start()
+        self._pool.submit(_ready).result(60)  # the process is up and has imported aiohttp
+        self.started_at = time.perf_counter() + 0.05
+        self._future = self._pool.submit(_shop_in_process, self.plan, self.started_at)
         return self
 
     def join(self) -> list[Customer]:
         limit = (self.plan.customers / self.plan.rate_per_s + self.plan.patience_s
                  + self.plan.request_timeout_s + 30)
-        self._thread.join(limit)
-        if self._thread.is_alive():
-            raise RuntimeError(f"customers still running after {limit:.0f} s")
-        if self._error is not None:
-            raise self._error
-        return self.customers
+        try:
+            return self._future.result(limit)
+        finally:
+            self._pool.shutdown(cancel_futures=True)

@@ -122,11 +122,12 @@ def restart(stage: Stage) -> None:
 
 def describe_restart(stage: Stage, customers: list[Customer]) -> str:
     down, up = stage.marks["fault"], stage.marks["up"]
-    while_down = answers_between(customers, down, up)
+    while_down = [a for a in answers_between(customers, down, up) if a.sent_at >= down]
     refused = [a for a in while_down if a.status == 503]
     return (f"Redis SIGKILLed, back {up - down:.1f} s later: {len(refused)} of "
-            f"{len(while_down)} answers while down were 503 ({latency_summary(refused)}); "
-            f"first order created {ms(first_created_after(customers, up))} after the restart")
+            f"{len(while_down)} orders sent while it was down answered 503 "
+            f"({latency_summary(refused)}); first order created "
+            f"{ms(first_created_after(customers, up))} after the restart")
 
 
 # 4a. A flaky link: the proxy drops a fifth of Redis's answers for half the run.
@@ -146,9 +147,10 @@ def flaky(stage: Stage) -> None:
 def describe_flaky(stage: Stage, customers: list[Customer]) -> str:
     window = answers_between(customers, stage.marks["fault"], stage.marks["healed"])
     failed = sum(a.status != 201 and not a.final for a in window)
-    return (f"{DROP_PROBABILITY:.0%} of Redis answers dropped for "
-            f"{stage.marks['healed'] - stage.marks['fault']:.1f} s ({stage.proxy.dropped} "
-            f"connections cut): {failed} of {len(window)} answers meanwhile were 503 or none")
+    return (f"for {stage.marks['healed'] - stage.marks['fault']:.1f} s the proxy cut the "
+            f"connection instead of passing on {DROP_PROBABILITY:.0%} of Redis's replies "
+            f"({stage.proxy.dropped} cut): {failed} of {len(window)} answers meanwhile were "
+            "503 or none")
 
 
 # 4b. A slow link: Redis 400 ms away each way for a second, beyond the 300 ms timeout.

@@ -83,8 +83,13 @@ class Stage:
 
     def wait_for_holder_read(self, limit_s: float = 5.0) -> bool:
         """Until replica-1 reads the stock under the lock (seen with MONITOR, matched to
-        replica-1's connections by their CLIENT LIST names): it is between read and write."""
-        stock_read = f"GET {SkuKeys(self.sku).stock}"
+        replica-1's connections by their CLIENT LIST names): it is between read and write.
+
+        A waiter's read also runs when its BLPOP times out, without the lock: so the read
+        counts only if the lock is replica-1's right after it.
+        """
+        keys = SkuKeys(self.sku)
+        stock_read = f"GET {keys.stock}"
         holder_connections: set[str] = set()
         deadline = time.monotonic() + limit_s
         with redis.Redis.from_url(self.server.url, socket_timeout=limit_s,
@@ -98,7 +103,8 @@ class Stage:
                     if address not in holder_connections:
                         holder_connections = {c["addr"] for c in self.client.client_list()
                                               if c.get("name") == HOLDER}
-                    if address in holder_connections:
+                    if address in holder_connections and (
+                            self.client.get(keys.lock) or "").startswith(HOLDER + "/"):
                         return True
             except redis.TimeoutError:
                 pass
