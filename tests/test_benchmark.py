@@ -93,3 +93,18 @@ def test_replicas_scenario_starts_its_own_clusters(tmp_path):
     assert all(row["created"] > 0 and row["oversold"] == 0 for row in rows)
     assert (tmp_path / "replicas.png").stat().st_size > 0
     assert results["scenarios"]["memory"]
+
+
+def test_faults_scenario_reports_every_variant(tmp_path):
+    code = main(["--scenario", "faults", "--faults", "kill", "--fault-scale", "0.2",
+                 "--replicas", "1", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    rows = results["scenarios"]["faults"]["rows"]
+    assert code == 0
+    assert [row["variant"] for row in rows] == ["lua", "lock", "none (no lock)"]
+    for row in rows:
+        assert row["sent"] == 36 and row["acknowledged"] + row["refused"] == row["sent"]
+    verdicts = [c["verdict"] for c in results["targets"] if c["target"].startswith("faults")]
+    # The unsafe control's failing is asserted at a larger size in test_faults.py.
+    assert verdicts[0] == "met" and verdicts[1] in ("met", "missed")
+    assert "| kill | lock |" in (tmp_path / "report.md").read_text()
