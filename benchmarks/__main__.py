@@ -236,8 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         unsafe_rows = [r for name in ("throughput", "spread", "replicas")
                        for r in scenarios.get(name, {}).get("rows", [])
                        if r["strategy"] != "none"]
-        fault_violated = any(row["safe"] and row["violations"]
-                             for row in scenarios.get("faults", {}).get("rows", []))
+        fault_violated = not all(row["as_expected"]
+                                 for row in scenarios.get("faults", {}).get("rows", []))
         return 1 if seed_failed or fault_violated or any(
             r["oversold"] or r["problems"] for r in unsafe_rows) else 0
 

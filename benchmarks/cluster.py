@@ -33,7 +33,8 @@ class Replica:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        self._env = {**env, "PORT": str(self.port), "HOST": "127.0.0.1", "REPLICA_ID": replica_id}
+        self._env = {**env, "PORT": str(self.port), "HOST": "127.0.0.1", "REPLICA_ID": replica_id,
+                     "REDIS_CLIENT_NAME": replica_id}
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:

@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
+import traceback
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 
 import aiohttp
 
@@ -38,6 +39,12 @@ class Attempt:
         return self.status == 201 or 400 <= self.status < 500
 
     @property
+    def expected(self) -> bool:
+        """An answer the service should give a well-formed order: a 201 with an id, a 409,
+        a 503 (anything else, such as a 422 or a 500, is a fault of the service's own)."""
+        return (self.status == 201 and bool(self.order_id)) or self.status in (0, 409, 503)
+
+    @property
     def ambiguous(self) -> bool:
         """The answer does not say whether this attempt recorded an order."""
         return not self.final and not (self.status == 503 and self.problem in DEFINITE_503)
@@ -58,6 +65,14 @@ class Customer:
     def order_id(self) -> str | None:
         """The id of the order the customer was told was created, if it was."""
         return next((a.order_id for a in self.answers if a.status == 201), None)
+
+    @property
+    def refused(self) -> bool:
+        """Told for sure that nothing was recorded: out of stock, or a definite 503 (with no
+        earlier attempt whose fate is unknown)."""
+        last = self.answers[-1]
+        return self.order_id is None and self.settled and (
+            last.status == 409 or (last.status == 503 and last.problem in DEFINITE_503))
 
     @property
     def settled(self) -> bool:
@@ -139,26 +154,32 @@ async def shop(plan: Plan, start: float) -> list[Customer]:
 
 async def resolve(plan: Plan, customers: list[Customer], live_urls: list[str],
                   tries: int = 5) -> None:
-    """After the fault: replay the key of every customer left without a final answer."""
+    """After the fault: replay the key of every customer left without a final answer, all at
+    once, each at most ``tries`` times and within one patience."""
     timeout = aiohttp.ClientTimeout(total=plan.request_timeout_s)
+    give_up_at = time.perf_counter() + plan.patience_s
+
+    async def replay(session: aiohttp.ClientSession, customer: Customer) -> None:
+        for n in range(tries):
+            url = live_urls[(customer.number + n) % len(live_urls)] + plan.path
+            customer.resolution = await _attempt(session, url, plan.sku, customer.key)
+            if customer.resolution.final or time.perf_counter() >= give_up_at:
+                return
+            await asyncio.sleep(plan.retry_pause_s)
+
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        for customer in customers:
-            if customer.key is None or customer.settled:
-                continue
-            for n in range(tries):
-                url = live_urls[n % len(live_urls)] + plan.path
-                customer.resolution = await _attempt(session, url, plan.sku, customer.key)
-                if customer.resolution.final:
-                    break
-                await asyncio.sleep(plan.retry_pause_s)
+        await asyncio.gather(*(replay(session, c) for c in customers
+                               if c.key is not None and not c.settled))
 
 
-def _shop_in_process(plan: Plan, start: float) -> list[Customer]:
-    return asyncio.run(shop(plan, start))
-
-
-def _ready() -> bool:
-    return True
+def _shop_in_process(plan: Plan, pipe: Connection) -> None:
+    """The customers' process: says it is ready, gets the start time, sends back the result."""
+    try:
+        pipe.send(("ready", None))
+        start = pipe.recv()
+        pipe.send(("done", asyncio.run(shop(plan, start))))
+    except BaseException:
+        pipe.send(("error", traceback.format_exc()))
 
 
 class Shoppers:
@@ -172,19 +193,37 @@ class Shoppers:
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
         self.started_at = 0.0
-        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        self._future = None
+        context = multiprocessing.get_context("spawn")  # no fork of a process with threads
+        self._pipe, child_end = context.Pipe()
+        self._process = context.Process(target=_shop_in_process, args=(plan, child_end),
+                                        name="customers", daemon=True)
+
+    def _receive(self, limit_s: float, expected: str):
+        if not self._pipe.poll(limit_s):
+            self.stop()
+            raise RuntimeError(f"customers: no {expected!r} within {limit_s:.0f} s")
+        kind, value = self._pipe.recv()
+        if kind != expected:
+            self.stop()
+            raise RuntimeError(f"customers failed:\n{value}")
+        return value
 
     def start(self) -> Shoppers:
-        self._pool.submit(_ready).result(60)  # the process is up and has imported aiohttp
+        self._process.start()
+        self._receive(60, "ready")  # up, with aiohttp imported
         self.started_at = time.perf_counter() + 0.05
-        self._future = self._pool.submit(_shop_in_process, self.plan, self.started_at)
+        self._pipe.send(self.started_at)
         return self
 
     def join(self) -> list[Customer]:
         limit = (self.plan.customers / self.plan.rate_per_s + self.plan.patience_s
                  + self.plan.request_timeout_s + 30)
-        try:
-            return self._future.result(limit)
-        finally:
-            self._pool.shutdown(cancel_futures=True)
+        customers = self._receive(limit, "done")
+        self.stop()
+        return customers
+
+    def stop(self) -> None:
+        self._process.join(5)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join(5)

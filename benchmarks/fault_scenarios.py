@@ -10,11 +10,8 @@ import signal
 import time
 from collections import Counter
 
-from service.keys import SkuKeys
-
 from .customers import Attempt, Customer
 from .faults import (
-    HOLDER,
     Scenario,
     Size,
     Stage,
@@ -59,12 +56,11 @@ def kill(stage: Stage) -> None:
     stage.cluster.replicas[0].signal(signal.SIGKILL)
     stage.marks["fault"] = time.perf_counter()
     stage.live_urls = stage.cluster.urls[1:]
+    holding = holding and stage.holder_holds_lock()  # still: it died holding the lock
     stage.hit = holding or stage.shoppers.plan.strategy != "lock"
     if holding:
-        lock = SkuKeys(stage.sku).lock
         deadline = time.monotonic() + 10
-        while (stage.client.get(lock) or "").startswith(HOLDER + "/") \
-                and time.monotonic() < deadline:
+        while stage.holder_holds_lock() and time.monotonic() < deadline:
             time.sleep(0.001)
         stage.marks["lock free"] = time.perf_counter()
 
@@ -75,7 +71,7 @@ def describe_kill(stage: Stage, customers: list[Customer]) -> str:
     if "lock free" in stage.marks:
         how = (f"holding the lock, which came free {ms(1000 * (stage.marks['lock free'] - killed))}"
                f" later (lease {stage.env['LOCK_TTL_MS']} ms)")
-    return (f"{HOLDER} SIGKILLed {how}; next order created "
+    return (f"{stage.holder} SIGKILLed {how}; next order created "
             f"{ms(first_created_after(customers, killed))} after the kill")
 
 
@@ -84,11 +80,12 @@ def describe_kill(stage: Stage, customers: list[Customer]) -> str:
 def freeze(stage: Stage) -> None:
     stage.at(1 / 3)
     # Frozen between its read and its write: the write it makes on thawing is stale.
-    stage.marks["holding"] = float(stage.shoppers.plan.strategy == "lock"
-                                   and stage.wait_for_holder_read())
-    stage.hit = bool(stage.marks["holding"]) or stage.shoppers.plan.strategy != "lock"
+    read = stage.shoppers.plan.strategy == "lock" and stage.wait_for_holder_read()
     stage.cluster.replicas[0].signal(signal.SIGSTOP)
     stage.marks["fault"] = time.perf_counter()
+    # Still holding once frozen: it had not written yet (its write passes the lock on).
+    stage.marks["holding"] = float(read and stage.holder_holds_lock())
+    stage.hit = bool(stage.marks["holding"]) or stage.shoppers.plan.strategy != "lock"
     try:
         time.sleep(FREEZE_S)
     finally:
@@ -102,8 +99,8 @@ def describe_freeze(stage: Stage, customers: list[Customer]) -> str:
     how = (f"between its read and its write (lease {stage.env['LOCK_TTL_MS']} ms)"
            if stage.marks["holding"] else "mid-load")
     after = holder_answers(stage, customers, thawed)
-    return (f"{HOLDER} SIGSTOPped {FREEZE_S:g} s {how}; the others created {others} orders "
-            f"meanwhile; after the thaw {HOLDER} answered {after}")
+    return (f"{stage.holder} SIGSTOPped {FREEZE_S:g} s {how}; the others created {others} "
+            f"orders meanwhile; after the thaw {stage.holder} answered {after}")
 
 
 # 3. Redis killed (SIGKILL) and restarted on the same port and files.
@@ -185,7 +182,7 @@ def renewal(stage: Stage) -> None:
 
 
 def describe_renewal(stage: Stage, customers: list[Customer]) -> str:
-    return (f"{HOLDER} holds the lock {HOLD_MS} ms per order with a "
+    return (f"{stage.holder} holds the lock {HOLD_MS} ms per order with a "
             f"{stage.env['LOCK_TTL_MS']} ms lease; it answered {holder_answers(stage, customers)}")
 
 

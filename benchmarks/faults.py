@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import redis
 
 from service.keys import SkuKeys
+from service.lock import held_by
 
 from .cluster import LocalCluster
 from .customers import Customer, Plan, Shoppers, resolve
@@ -27,8 +28,6 @@ from .proxy import FlakyProxy
 from .redis_server import RedisServer
 from .seed import http_json
 from .throughput import percentile
-
-HOLDER = "replica-1"  # the replica the fault hits
 
 
 @dataclass(frozen=True)
@@ -78,8 +77,16 @@ class Stage:
         time.sleep(max(0.0, due - time.perf_counter()))
 
     @property
+    def holder(self) -> str:
+        """The replica the fault hits: replica-1."""
+        return self.cluster.replicas[0].replica_id
+
+    @property
     def holder_url(self) -> str:
         return self.cluster.replicas[0].url
+
+    def holder_holds_lock(self) -> bool:
+        return held_by(self.client.get(SkuKeys(self.sku).lock), self.holder)
 
     def wait_for_holder_read(self, limit_s: float = 5.0) -> bool:
         """Until replica-1 reads the stock under the lock (seen with MONITOR, matched to
@@ -102,9 +109,8 @@ class Stage:
                     address = f"{seen['client_address']}:{seen['client_port']}"
                     if address not in holder_connections:
                         holder_connections = {c["addr"] for c in self.client.client_list()
-                                              if c.get("name") == HOLDER}
-                    if address in holder_connections and (
-                            self.client.get(keys.lock) or "").startswith(HOLDER + "/"):
+                                              if c.get("name") == self.holder}
+                    if address in holder_connections and self.holder_holds_lock():
                         return True
             except redis.TimeoutError:
                 pass
@@ -112,10 +118,9 @@ class Stage:
 
     def wait_for_holder(self, limit_s: float = 5.0) -> bool:
         """Until replica-1 holds the SKU's lock (its tokens start with its id)."""
-        lock = SkuKeys(self.sku).lock
         deadline = time.monotonic() + limit_s
         while time.monotonic() < deadline:
-            if (self.client.get(lock) or "").startswith(HOLDER + "/"):
+            if self.holder_holds_lock():
                 return True
             time.sleep(0.001)
         return False
@@ -195,8 +200,11 @@ def run_variant(scenario: Scenario, variant: Variant, scale: float = 1.0) -> Fau
         finally:
             customers = stage.shoppers.join()
         asyncio.run(resolve(plan, customers, stage.live_urls))
-        return FaultRun(scenario.name, variant, tally(client, sku, customers), stage.hit,
-                        scenario.describe(stage, customers))
+        fault = scenario.describe(stage, customers)
+        # Stopped gracefully, the replicas finish what they are doing: nothing can be written
+        # after the books are read.
+        cluster.stop()
+        return FaultRun(scenario.name, variant, tally(client, sku, customers), stage.hit, fault)
 
 
 def answers_between(customers: list[Customer], start: float, end: float) -> list:

@@ -8,6 +8,7 @@ resolved, the stock never goes below 0, and stock + sold == all stock ever set.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 import redis
@@ -27,6 +28,11 @@ class Books:
         self.sold = int(sold or 0)
         self.supplied = int(supplied or 0)
         self.orders = [client.hgetall(key) for key in client.scan_iter(keys.order("*"))]
+
+    @property
+    def missing(self) -> int:
+        """Units gone from stock without being sold (decremented, never recorded)."""
+        return max(0, self.supplied - self.stock - self.sold)
 
     @property
     def oversold(self) -> int:
@@ -52,6 +58,7 @@ class Tally:
     refused: int  # customers told for sure that nothing was recorded (409, 503 lock-*)
     recorded: int  # order records in Redis
     oversold: int  # see Books.oversold
+    missing: int  # see Books.missing
     lost: int  # acknowledged orders with no record
     phantom: int  # records no customer was told about (a failure that was not, a double)
     unresolved: int  # customers who cannot know what became of an attempt
@@ -61,7 +68,8 @@ class Tally:
     @property
     def violations(self) -> list[str]:
         found = [f"{getattr(self, name)} {name}" for name in
-                 ("oversold", "lost", "phantom", "unresolved") if getattr(self, name)]
+                 ("oversold", "missing", "lost", "phantom", "unresolved")
+                 if getattr(self, name)]
         return found + self.problems
 
     def as_dict(self) -> dict:
@@ -75,13 +83,19 @@ def tally(client: redis.Redis, sku: str, customers: list[Customer]) -> Tally:
     in_records = sum(int(order["quantity"]) for order in books.orders)
     problems = [] if in_records == books.sold else [
         f"order records hold {in_records} units, the sold counter {books.sold}"]
+    unexpected = Counter(f"{a.status} {a.problem}".strip() for c in customers
+                         for a in c.answers if not a.expected)
+    problems += [f"{n} unexpected answers {answer}" for answer, n in sorted(unexpected.items())]
+    if customers and not acknowledged:
+        problems.append("no order was created at all")
     return Tally(
         sent=len(customers),
         attempts=sum(len(c.answers) for c in customers),
         acknowledged=len(acknowledged),
-        refused=sum(c.order_id is None and c.settled for c in customers),
+        refused=sum(c.refused for c in customers),
         recorded=len(recorded),
         oversold=books.oversold,
+        missing=books.missing,
         lost=len(acknowledged - recorded),
         phantom=len(recorded - acknowledged),
         unresolved=sum(not c.settled for c in customers),

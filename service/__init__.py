@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 import redis
@@ -20,13 +19,12 @@ def connect(settings: Settings) -> redis.Redis:
     """A Redis client whose every call gives up after REDIS_TIMEOUT_MS.
 
     No automatic retries: a retried EVALSHA whose first reply was lost could decrement twice.
-    Each connection is named after the replica, so CLIENT LIST shows whose it is.
     """
     timeout = settings.redis_timeout_ms / 1000
     return redis.Redis.from_url(
         settings.redis_url,
         decode_responses=True,
-        client_name=re.sub(r"[^!-~]", "-", settings.replica_id),  # no spaces in client names
+        client_name=settings.redis_client_name or None,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),

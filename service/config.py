@@ -31,6 +31,12 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def _client_name(value: str) -> str:
+    if any(not "!" <= char <= "~" for char in value):
+        raise ConfigError(f"expected printable ASCII without spaces, got {value!r}")
+    return value
+
+
 def _non_negative_int(value: str) -> int:
     number = int(value)
     if number < 0:
@@ -46,6 +52,9 @@ class Settings:
     lock_ttl_ms: int = 5000
     lock_wait_ms: int = 2000
     redis_timeout_ms: int = 1000
+    # CLIENT SETNAME on each connection (CLIENT LIST then shows whose it is); off by default,
+    # since an ACL user without @connection, or a proxy, refuses it and every call would fail.
+    redis_client_name: str = ""
     default_sku: str = "default"
     enable_unsafe_strategy: bool = False
     idempotency_ttl_s: int = 86400
@@ -90,6 +99,7 @@ class Settings:
             "enable_unsafe_strategy": _flag,
             "lock_renewal": _flag,
             "disable_fencing": _flag,
+            "redis_client_name": _client_name,
         }
         values: dict[str, object] = {}
         for field in fields(cls):

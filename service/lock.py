@@ -39,7 +39,7 @@ try:  # what a connection uses when the client was built without a socket_timeou
 except ImportError:  # older redis-py: no timeout
     DEFAULT_SOCKET_TIMEOUT = None
 
-__all__ = ["FencedLock", "LockError", "LockNotOwnedError"]
+__all__ = ["FencedLock", "LockError", "LockNotOwnedError", "holder_token", "held_by"]
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,16 @@ MIN_BLOCK_S = 0.01
 MAX_BLOCK_S = 5.0
 REGISTRATION_GRACE_S = 1.0
 _NOT_QUEUED = -1
+
+
+def holder_token(holder: str) -> str:
+    """A fresh lock token naming its holder, so `GET <lock key>` tells who holds the lock."""
+    return f"{holder}/{uuid.uuid4().hex}"
+
+
+def held_by(token: str | None, holder: str) -> bool:
+    """Whether ``token`` (a lock key's value) was made by ``holder_token(holder)``."""
+    return bool(token) and token.startswith(holder + "/")
 
 
 class FencedLock(Lock):

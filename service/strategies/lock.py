@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +18,7 @@ from redis.client import Pipeline
 
 from ..config import Settings
 from ..errors import LockLost, LockTimeout
-from ..lock import FencedLock, LockError
+from ..lock import FencedLock, LockError, holder_token
 from ..model import IDEMPOTENCY_FIELDS, Outcome, PendingOrder
 from ..scripts import OrderScripts
 
@@ -94,9 +93,8 @@ class LockStrategy(ReadDecideWrite):
             blocking_timeout=self.settings.lock_wait_ms / 1000,
             renew=self.settings.lock_renewal,
         )
-        # The token names the replica, so `GET <lock key>` tells an operator who holds it.
-        token = f"{self.settings.replica_id}/{uuid.uuid4().hex}"
-        reads = lock.acquire_and_read(self.queue_reads(order), token=token)
+        reads = lock.acquire_and_read(self.queue_reads(order),
+                                      token=holder_token(self.settings.replica_id))
         if reads is None:
             raise LockTimeout(
                 f"The lock on {order.request.sku} was busy for "
