@@ -20,7 +20,8 @@ from pathlib import Path
 from .redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-GUNICORN_CONF = ROOT / "gunicorn.conf.py"
+# What a replica runs, from ROOT; the Dockerfile's CMD is "gunicorn" and these (see the tests).
+GUNICORN_ARGS = ("-c", "gunicorn.conf.py", "service:create_app()")
 
 
 class ClusterError(RuntimeError):
@@ -40,7 +41,7 @@ class Replica:
     def start(self) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "service:create_app()"],
+            [sys.executable, "-m", "gunicorn", *GUNICORN_ARGS],
             cwd=ROOT, env=self._env, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )

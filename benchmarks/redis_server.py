@@ -48,9 +48,11 @@ class RedisServer:
 
     def __init__(
         self, port: int | None = None, directory: str | None = None,
-        extra_args: tuple[str, ...] = (), durable: bool = False,
+        extra_args: tuple[str, ...] = (), durable: bool = False, password: str | None = None,
     ) -> None:
-        """``durable``: append-only file, fsynced before each write is acknowledged."""
+        """``durable``: append-only file, fsynced before each write is acknowledged;
+        ``password``: the default user's (``url`` does not carry it)."""
+        self.password = password
         self.port = port or free_port()
         self._own_dir = directory is None
         self.directory = directory or tempfile.mkdtemp(prefix="redis-")
@@ -68,10 +70,11 @@ class RedisServer:
             "--dir", self.directory, "--save", "",
             *(("--appendonly", "yes", "--appendfsync", "always") if self.durable
               else ("--appendonly", "no")),
-            "--logfile", os.path.join(self.directory, "redis.log"), *self.extra_args,
+            "--logfile", os.path.join(self.directory, "redis.log"),
+            *(("--requirepass", self.password) if self.password else ()), *self.extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        client = redis.Redis(port=self.port, socket_timeout=0.5, socket_connect_timeout=0.5)
+        client = self.client(socket_timeout=0.5, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
@@ -114,8 +117,12 @@ class RedisServer:
         if self._own_dir:
             shutil.rmtree(self.directory, ignore_errors=True)
 
+    def client(self, **options: object) -> redis.Redis:
+        """A client of this server, as its default user."""
+        return redis.Redis(port=self.port, password=self.password, **options)
+
     def version(self) -> str:
-        with redis.Redis(port=self.port) as client:
+        with self.client() as client:
             return client.info("server")["redis_version"]
 
     def __enter__(self) -> RedisServer:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 STRATEGIES = ("lua", "lock")
 UNSAFE_STRATEGY = "none"
@@ -47,6 +47,11 @@ def _non_negative_int(value: str) -> int:
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # The password when REDIS_URL carries none (one in the URL wins), so the URL can sit in a
+    # ConfigMap and the password in a Secret. Never printed.
+    redis_password: str = field(default="", repr=False)
+    # REDIS_URL names any node of a Redis Cluster; the client finds the others.
+    redis_cluster: bool = False
     order_strategy: str = "lua"
     replica_id: str = ""  # empty: the host name, filled in by from_env
     lock_ttl_ms: int = 5000
@@ -99,17 +104,19 @@ class Settings:
             "enable_unsafe_strategy": _flag,
             "lock_renewal": _flag,
             "disable_fencing": _flag,
+            "redis_cluster": _flag,
+            "redis_password": str,
             "redis_client_name": _client_name,
         }
         values: dict[str, object] = {}
-        for field in fields(cls):
-            raw = environ.get(field.name.upper())
+        for setting in fields(cls):
+            raw = environ.get(setting.name.upper())
             if raw is None:
                 continue
             try:
-                values[field.name] = parsers.get(field.name, str.strip)(raw)
+                values[setting.name] = parsers.get(setting.name, str.strip)(raw)
             except ValueError as exc:
-                raise ConfigError(f"{field.name.upper()}: {exc}") from exc
+                raise ConfigError(f"{setting.name.upper()}: {exc}") from exc
         values.update(overrides)
         if not values.get("replica_id"):
             values["replica_id"] = socket.gethostname()
