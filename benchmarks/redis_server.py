@@ -43,8 +43,15 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def connect(url: str, cluster: bool = False, **options: object) -> redis.Redis:
+    """A client of the Redis at ``url``: a cluster client (``RedisCluster``) if ``cluster``."""
+    return (redis.RedisCluster if cluster else redis.Redis).from_url(url, **options)
+
+
 class RedisServer:
     """One redis-server process; ``with RedisServer() as server: server.url``."""
+
+    cluster = False
 
     def __init__(
         self, port: int | None = None, directory: str | None = None,
@@ -120,6 +127,10 @@ class RedisServer:
     def client(self, **options: object) -> redis.Redis:
         """A client of this server, as its default user."""
         return redis.Redis(port=self.port, password=self.password, **options)
+
+    def server_for(self, key: str) -> RedisServer:
+        """The server that holds ``key``: this one (see ``RedisClusterNodes.server_for``)."""
+        return self
 
     def version(self) -> str:
         with self.client() as client:

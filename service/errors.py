@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 from flask import Flask, Response, json
+from redis.exceptions import RedisClusterException
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,12 @@ def _from_http_exception(exc: HTTPException) -> Response:
     return response
 
 
-def _from_redis_error(exc: redis.RedisError) -> Response:
+# What a failing Redis raises: a cluster client's own errors (no slot map, a slot nobody
+# serves) do not derive from RedisError.
+REDIS_ERRORS = (redis.RedisError, RedisClusterException)
+
+
+def _from_redis_error(exc: Exception) -> Response:
     log.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
     return _from_problem(Unavailable(f"Redis did not answer in time ({type(exc).__name__})"))
 
@@ -123,5 +129,6 @@ def _from_unexpected(exc: Exception) -> Response:
 def register(app: Flask) -> None:
     app.register_error_handler(Problem, _from_problem)
     app.register_error_handler(HTTPException, _from_http_exception)
-    app.register_error_handler(redis.RedisError, _from_redis_error)
+    for error in REDIS_ERRORS:
+        app.register_error_handler(error, _from_redis_error)
     app.register_error_handler(Exception, _from_unexpected)

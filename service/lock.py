@@ -52,6 +52,9 @@ MIN_BLOCK_S = 0.01
 # dropped once its registration (one wait plus the grace) runs out.
 MAX_BLOCK_S = 5.0
 REGISTRATION_GRACE_S = 1.0
+# Between calls again after a waiter lost an answer: a Redis that refuses connections is not
+# hammered in a loop for the rest of the wait.
+RETRY_PAUSE_S = 0.02
 _NOT_QUEUED = -1
 
 
@@ -164,6 +167,7 @@ class FencedLock(Lock):
             blocking_timeout = self.blocking_timeout
         deadline = None if blocking_timeout is None else time.monotonic() + blocking_timeout
         grant_list = self.grant_prefix.encode() + token
+        queued = False  # this caller waits in the lock's queue (it got an answer saying so)
         try:
             while True:
                 try:
@@ -174,6 +178,7 @@ class FencedLock(Lock):
                         return self._read(queue_reads)
                     if not blocking:
                         return None
+                    queued = True
                     wait = self._wait_bound(sleep, int(value), deadline)
                     if wait is None:
                         self._run(self.lua_cancel_wait, token)
@@ -194,12 +199,14 @@ class FencedLock(Lock):
                     # time left: it calls again. Had the answer carried the lock (taken or
                     # handed over), the lock sits on this token without a grant until its
                     # lease ends, and then this caller takes it: one lease lost, never two
-                    # holders (see lock_acquire.lua).
+                    # holders (see lock_acquire.lua). A caller that never got into the queue
+                    # fails at once: Redis is down, and retrying would spin until the deadline.
                     holding = getattr(self.local, "token", None) is not None
-                    if holding or not blocking or deadline is None \
+                    if holding or not queued or deadline is None \
                             or time.monotonic() >= deadline:
                         raise
                     log.debug("lock %s: wait interrupted (%s), waiting on", self.name, exc)
+                    time.sleep(min(RETRY_PAUSE_S, max(0.0, deadline - time.monotonic())))
         except BaseException:
             # Leave the queue, and pass the lock on if it reached us: a failure here must
             # not leave it handed to nobody.
@@ -255,7 +262,7 @@ class FencedLock(Lock):
         if sleep is not None:
             bounds.append(sleep)
         bounds.append(MAX_BLOCK_S)
-        socket_timeout = self.redis.connection_pool.connection_kwargs.get(
+        socket_timeout = self.redis.get_connection_kwargs().get(
             "socket_timeout", DEFAULT_SOCKET_TIMEOUT)
         if socket_timeout:
             bounds.append(socket_timeout * _SOCKET_TIMEOUT_SHARE)

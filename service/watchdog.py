@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-import redis
+from .errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class LeaseWatchdog:
         try:
             held = lock.lua_reacquire(keys=[lock.name], args=[entry["token"], lease_ms],
                                       client=lock.redis)
-        except redis.RedisError as exc:  # try again soon; the lease may still save us
+        except REDIS_ERRORS as exc:  # try again soon; the lease may still save us
             log.warning("lease of %s not renewed: %s", lock.name, exc)
             held = True
         with self._cond:

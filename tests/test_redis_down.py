@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 
@@ -63,3 +64,13 @@ def test_scripts_reload_after_a_script_flush(client, redis_client):
     redis_client.script_flush()
     assert client.post("/orders", json={"sku": "s"}).status_code == 201
     assert client.post("/orders?strategy=lock", json={"sku": "s"}).status_code == 409
+
+
+def test_lock_strategy_fails_at_once_not_after_the_lock_wait():
+    """Redis refusing connections: the lock strategy answers 503 without waiting LOCK_WAIT_MS
+    (a caller not yet queued for the lock has nothing to wait for)."""
+    client = app_for(f"redis://127.0.0.1:{free_port()}/0", order_strategy="lock",
+                     lock_wait_ms=10_000)
+    started = time.monotonic()
+    assert_unavailable(client.post("/orders", json={"sku": "s"}))
+    assert time.monotonic() - started < 2.0

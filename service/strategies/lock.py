@@ -17,7 +17,7 @@ import redis
 from redis.client import Pipeline
 
 from ..config import Settings
-from ..errors import LockLost, LockTimeout
+from ..errors import REDIS_ERRORS, LockLost, LockTimeout
 from ..lock import FencedLock, LockError, holder_token
 from ..model import IDEMPOTENCY_FIELDS, Outcome, PendingOrder
 from ..scripts import OrderScripts
@@ -114,5 +114,5 @@ class LockStrategy(ReadDecideWrite):
         # went away, only means the lock expires by itself.
         try:
             lock.release()
-        except (LockError, redis.RedisError) as exc:
+        except (LockError, *REDIS_ERRORS) as exc:
             log.warning("lock %s not released: %s", lock.name, exc)

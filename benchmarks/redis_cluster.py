@@ -1,0 +1,132 @@
+"""A real Redis Cluster on loopback: N ``redis-server`` masters in cluster mode, slots split
+evenly, started from the same binary as ``RedisServer``.
+
+``with RedisClusterNodes(masters=3) as nodes: nodes.url`` names one node; a cluster client
+(``nodes.client()``) finds the others. No replicas: each master serves its slots alone.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+
+import redis
+from redis.cluster import key_slot
+
+from .redis_server import RedisServer, RedisServerError
+
+SLOTS = 16384
+BUS_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
+
+
+def free_node_port(attempts: int = 200) -> int:
+    """A loopback port that is free, and whose cluster bus port (+10000) is free too."""
+    for _ in range(attempts):
+        port = random.randint(20000, 65535 - BUS_OFFSET)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + BUS_OFFSET))
+            return port
+        except OSError:
+            continue
+    raise RedisServerError("no free port pair for a cluster node")
+
+
+def slot_ranges(masters: int) -> list[range]:
+    """The 16384 hash slots, split into ``masters`` contiguous, nearly equal ranges."""
+    bounds = [SLOTS * i // masters for i in range(masters + 1)]
+    return [range(bounds[i], bounds[i + 1]) for i in range(masters)]
+
+
+class RedisClusterNodes:
+    cluster = True
+
+    def __init__(self, masters: int = 3, node_timeout_ms: int = 2000,
+                 password: str | None = None) -> None:
+        if masters < 1:
+            raise ValueError("a cluster needs at least one master")
+        self.password = password
+        self.servers = [
+            RedisServer(port=free_node_port(), password=password, extra_args=(
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(node_timeout_ms),
+                *(("--masterauth", password) if password else ()),
+            ))
+            for _ in range(masters)
+        ]
+        self.ranges = slot_ranges(masters)
+
+    @property
+    def url(self) -> str:
+        return self.servers[0].url
+
+    @property
+    def directory(self) -> str:
+        return self.servers[0].directory
+
+    def start(self, timeout: float = 30.0) -> RedisClusterNodes:
+        deadline = time.monotonic() + timeout
+        try:
+            for server in self.servers:
+                server.start()
+            nodes = zip(self.servers, self.ranges, strict=True)
+            for epoch, (server, slots) in enumerate(nodes, start=1):
+                with server.client() as client:
+                    # Distinct epochs up front: no collision to resolve before the state is ok.
+                    client.execute_command("CLUSTER SET-CONFIG-EPOCH", epoch)
+                    client.execute_command("CLUSTER ADDSLOTS", *slots)
+            with self.servers[0].client() as first:
+                for server in self.servers[1:]:
+                    first.execute_command("CLUSTER MEET", "127.0.0.1", server.port)
+            self._wait_until_ok(deadline)
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def _wait_until_ok(self, deadline: float) -> None:
+        """Until every node says cluster_state:ok, knows all masters and sees every slot."""
+        expected = {"cluster_state": "ok", "cluster_known_nodes": str(len(self.servers)),
+                    "cluster_slots_ok": str(SLOTS)}
+        while True:
+            states = [self._info(server) for server in self.servers]
+            if all(all(state.get(k) == v for k, v in expected.items()) for state in states):
+                return
+            if time.monotonic() > deadline:
+                raise RedisServerError(f"cluster not ok in time: {states}")
+            time.sleep(0.05)
+
+    @staticmethod
+    def _info(server: RedisServer) -> dict[str, str]:
+        with server.client(decode_responses=True) as client:
+            text = client.execute_command("CLUSTER INFO")
+        if isinstance(text, dict):
+            return {k: str(v) for k, v in text.items()}
+        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+    def client(self, **options: object) -> redis.RedisCluster:
+        return redis.RedisCluster.from_url(self.url, password=self.password, **options)
+
+    def server_for(self, key: str) -> RedisServer:
+        """The master that serves ``key``'s slot."""
+        slot = key_slot(key.encode())
+        return next(s for s, slots in zip(self.servers, self.ranges, strict=True) if slot in slots)
+
+    def version(self) -> str:
+        return self.servers[0].version()
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+    def cleanup(self) -> None:
+        for server in self.servers:
+            server.cleanup()
+
+    def __enter__(self) -> RedisClusterNodes:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.cleanup()
