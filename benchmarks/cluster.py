@@ -1,4 +1,5 @@
-"""A local cluster: one Redis and N replicas of the service under gunicorn, on loopback.
+"""A local cluster: Redis (one server, or a Redis Cluster of M masters) and N replicas of the
+service under gunicorn, on loopback.
 
 The replicas run exactly what the Dockerfile runs: ``gunicorn -c gunicorn.conf.py
 'service:create_app()'`` from the repository root, configured through the environment.
@@ -17,7 +18,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .redis_server import RedisServer, free_port
+import redis
+
+from .redis_cluster import RedisClusterNodes
+from .redis_server import RedisServer, connect, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # What a replica runs, from ROOT; the Dockerfile's CMD is "gunicorn" and these (see the tests).
@@ -78,15 +82,22 @@ class LocalCluster:
 
     ``env`` adds service settings (ORDER_STRATEGY, ENABLE_UNSAFE_STRATEGY, ...), and
     ``replica_env`` settings for single replicas (by number, from 1); ``redis_url`` uses an
-    existing Redis instead of starting one.
+    existing Redis instead of starting one. ``redis="cluster"`` starts a Redis Cluster of
+    ``masters`` masters instead of one server, and the replicas run with REDIS_CLUSTER=1.
     """
 
     def __init__(
         self, replicas: int = 3, env: dict[str, str] | None = None,
         redis_url: str | None = None, workers: int = 1, threads: int = 16,
         log_dir: Path | None = None, replica_env: dict[int, dict[str, str]] | None = None,
+        redis: str = "single", masters: int = 3,
     ) -> None:
-        self.redis_server = None if redis_url else RedisServer()
+        if redis not in ("single", "cluster"):
+            raise ValueError(f"redis must be 'single' or 'cluster', not {redis!r}")
+        self.redis_mode = redis
+        self.redis_server: RedisServer | RedisClusterNodes | None = None
+        if not redis_url:
+            self.redis_server = RedisClusterNodes(masters) if redis == "cluster" else RedisServer()
         self._redis_url = redis_url
         self.log_dir = log_dir
         self._env_extra = dict(env or {})
@@ -100,6 +111,10 @@ class LocalCluster:
     def redis_url(self) -> str:
         return self._redis_url or self.redis_server.url
 
+    def redis_client(self, **options: object) -> redis.Redis:
+        """A client of the cluster's Redis (a ``RedisCluster`` in cluster mode)."""
+        return connect(self.redis_url, self.redis_mode == "cluster", **options)
+
     @property
     def urls(self) -> list[str]:
         return [replica.url for replica in self.replicas]
@@ -112,7 +127,8 @@ class LocalCluster:
         log_dir.mkdir(parents=True, exist_ok=True)
         env = {
             **os.environ, "REDIS_URL": self.redis_url, "WEB_CONCURRENCY": str(self.workers),
-            "GUNICORN_THREADS": str(self.threads), **self._env_extra,
+            "GUNICORN_THREADS": str(self.threads),
+            "REDIS_CLUSTER": "1" if self.redis_mode == "cluster" else "0", **self._env_extra,
         }
         for index in range(1, self.n_replicas + 1):
             name = f"replica-{index}"
@@ -151,9 +167,12 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1, help="gunicorn workers per replica")
     parser.add_argument("--strategy", default="lua", help="ORDER_STRATEGY of the replicas")
+    parser.add_argument("--redis", choices=("single", "cluster"), default="single",
+                        help="one redis-server, or a Redis Cluster of --masters masters")
+    parser.add_argument("--masters", type=int, default=3)
     args = parser.parse_args()
-    with LocalCluster(replicas=args.replicas, workers=args.workers,
-                      env={"ORDER_STRATEGY": args.strategy}) as cluster:
+    with LocalCluster(replicas=args.replicas, workers=args.workers, redis=args.redis,
+                      masters=args.masters, env={"ORDER_STRATEGY": args.strategy}) as cluster:
         print(f"redis: {cluster.redis_url}")
         for replica in cluster.replicas:
             print(f"{replica.replica_id}: {replica.url}  (log: {replica.log_path})")

@@ -91,7 +91,7 @@ class RedisClusterNodes:
         expected = {"cluster_state": "ok", "cluster_known_nodes": str(len(self.servers)),
                     "cluster_slots_ok": str(SLOTS)}
         while True:
-            states = [self._info(server) for server in self.servers]
+            states = [self.cluster_info(server) for server in self.servers]
             if all(all(state.get(k) == v for k, v in expected.items()) for state in states):
                 return
             if time.monotonic() > deadline:
@@ -99,7 +99,7 @@ class RedisClusterNodes:
             time.sleep(0.05)
 
     @staticmethod
-    def _info(server: RedisServer) -> dict[str, str]:
+    def cluster_info(server: RedisServer) -> dict[str, str]:
         with server.client(decode_responses=True) as client:
             text = client.execute_command("CLUSTER INFO")
         if isinstance(text, dict):

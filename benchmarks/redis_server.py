@@ -126,7 +126,7 @@ class RedisServer:
 
     def client(self, **options: object) -> redis.Redis:
         """A client of this server, as its default user."""
-        return redis.Redis(port=self.port, password=self.password, **options)
+        return redis.Redis.from_url(self.url, password=self.password, **options)
 
     def server_for(self, key: str) -> RedisServer:
         """The server that holds ``key``: this one (see ``RedisClusterNodes.server_for``)."""

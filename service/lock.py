@@ -84,12 +84,16 @@ class FencedLock(Lock):
         self.local.watch = None
 
     def register_scripts(self) -> None:
-        super().register_scripts()
+        """Lock's scripts and ours, as ``SlotScript``s (see ``service.scripts``)."""
         cls = self.__class__
         if cls.lua_fenced_acquire is None:
-            cls.lua_fenced_acquire = self.redis.register_script(scripts.source("lock_acquire"))
-            cls.lua_handoff_release = self.redis.register_script(scripts.source("lock_release"))
-            cls.lua_cancel_wait = self.redis.register_script(scripts.source("lock_cancel"))
+            client = self.redis
+            cls.lua_release = scripts.register(client, cls.LUA_RELEASE_SCRIPT)
+            cls.lua_extend = scripts.register(client, cls.LUA_EXTEND_SCRIPT)
+            cls.lua_reacquire = scripts.register(client, cls.LUA_REACQUIRE_SCRIPT)
+            cls.lua_fenced_acquire = scripts.register(client, scripts.source("lock_acquire"))
+            cls.lua_handoff_release = scripts.register(client, scripts.source("lock_release"))
+            cls.lua_cancel_wait = scripts.register(client, scripts.source("lock_cancel"))
 
     @property
     def fencing_token(self) -> int | None:

@@ -1,4 +1,11 @@
-"""Fixtures: a real redis-server per test session, a fresh app per test, local clusters."""
+"""Fixtures: a real redis-server and a real 3-master Redis Cluster per test session, a fresh
+app per test.
+
+Tests use ``redis_server`` (the single server unless parametrized) and ``redis_client``. A test
+or module runs on both with ``@pytest.mark.parametrize("redis_server", BACKENDS,
+indirect=True)``: ``redis_server`` is then a ``RedisClusterNodes`` in the "cluster" case,
+with the same ``url``, ``cluster``, ``client()`` and ``server_for(key)``.
+"""
 
 from __future__ import annotations
 
@@ -11,30 +18,46 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from benchmarks.invariants import Books
+from benchmarks.redis_cluster import RedisClusterNodes
 from benchmarks.redis_server import RedisServer
 from service import create_app
 
+Backend = RedisServer | RedisClusterNodes
+_BACKEND_FIXTURES = {"single": "single_redis", "cluster": "redis_cluster_nodes"}
+
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
+def single_redis() -> Iterator[RedisServer]:
     with RedisServer() as server:
         yield server
 
 
+@pytest.fixture(scope="session")
+def redis_cluster_nodes() -> Iterator[RedisClusterNodes]:
+    with RedisClusterNodes(masters=3) as nodes:
+        yield nodes
+
+
 @pytest.fixture
-def redis_client(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+def redis_server(request: pytest.FixtureRequest) -> Backend:
+    return request.getfixturevalue(_BACKEND_FIXTURES[getattr(request, "param", "single")])
+
+
+@pytest.fixture
+def redis_client(redis_server: Backend) -> Iterator[redis.Redis]:
+    client = redis_server.client(decode_responses=True)
     client.flushall()
     yield client
     client.close()
 
 
 @pytest.fixture
-def make_app(redis_server: RedisServer, redis_client: redis.Redis) -> Callable[..., Flask]:
+def make_app(redis_server: Backend, redis_client: redis.Redis) -> Callable[..., Flask]:
     """Build an app against the session's Redis; keyword arguments override Settings fields."""
 
     def build(**overrides: Any) -> Flask:
-        config = {"redis_url": redis_server.url, "replica_id": "test-replica", **overrides}
+        config = {"redis_url": redis_server.url, "redis_cluster": redis_server.cluster,
+                  "replica_id": "test-replica", **overrides}
         app = create_app(config)
         app.config["TESTING"] = True
         return app

@@ -8,6 +8,11 @@ import pytest
 
 from service.keys import SkuKeys, idempotency_claim
 
+from .backends import BACKENDS
+
+# The whole API, idempotency included, on one redis-server and on a 3-master Redis Cluster.
+pytestmark = pytest.mark.parametrize("redis_server", BACKENDS, indirect=True)
+
 PROBLEM = "application/problem+json"
 
 

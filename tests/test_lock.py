@@ -8,10 +8,18 @@ import time
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
 from redis.lock import Lock
+from redis.retry import Retry
 
-from service.keys import deadlines_key, fence_key, grant_prefix, queue_key
+from benchmarks.redis_server import connect
+from service.keys import fence_key
 from service.lock import FencedLock, LockError, LockNotOwnedError
+
+from .backends import BACKENDS
+
+# Every lock test runs on one redis-server and on a 3-master Redis Cluster.
+pytestmark = pytest.mark.parametrize("redis_server", BACKENDS, indirect=True)
 
 COUNTER = "counter"
 
@@ -49,16 +57,6 @@ def test_fencing_tokens_increase_with_every_acquisition(redis_client):
         assert lock.fencing_token is None
     assert tokens == [1, 2, 3]
     assert redis_client.get(fence_key("{sku}:lock")) == "3"
-
-
-def test_helper_keys_share_the_lock_slot():
-    from redis.cluster import key_slot
-
-    for name in ["{sku}:lock", "plain-name", "a{b}c"]:
-        slot = key_slot(name.encode())
-        for key in (fence_key(name), queue_key(name), deadlines_key(name),
-                    grant_prefix(name) + "some-token"):
-            assert key_slot(key.encode()) == slot
 
 
 def test_non_blocking_acquire_fails_while_held(redis_client):
@@ -136,43 +134,47 @@ def test_without_the_lock_threads_lose_updates(redis_client):
         assert run_threads(redis_client, threads=8, n=25, use_lock=False) == 200
 
 
-def _process_main(url: str, threads: int, n: int, use_lock: bool) -> None:
-    client = redis.Redis.from_url(url)
+def _process_main(url: str, cluster: bool, threads: int, n: int, use_lock: bool) -> None:
+    client = connect(url, cluster)
     run_threads(client, threads, n, use_lock)
 
 
-def run_processes(url, processes, threads, n, use_lock):
+def run_processes(redis_server, processes, threads, n, use_lock):
+    url, cluster = redis_server.url, redis_server.cluster
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_process_main, args=(url, threads, n, use_lock))
+    workers = [context.Process(target=_process_main,
+                                       args=(url, cluster, threads, n, use_lock))
                for _ in range(processes)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(120)
         assert worker.exitcode == 0
-    return int(redis.Redis.from_url(url).get(COUNTER))
+    with connect(url, cluster) as client:
+        return int(client.get(COUNTER))
 
 
 def test_mutual_exclusion_between_processes(redis_server, redis_client):
-    assert run_processes(redis_server.url, processes=3, threads=4, n=15, use_lock=True) == 180
+    assert run_processes(redis_server, processes=3, threads=4, n=15, use_lock=True) == 180
 
 
 def test_without_the_lock_processes_lose_updates(redis_server, redis_client):
     with pytest.raises(AssertionError):
-        assert run_processes(redis_server.url, processes=3, threads=4, n=15,
+        assert run_processes(redis_server, processes=3, threads=4, n=15,
                              use_lock=False) == 180
 
 
-def wait_until_blocked(client: redis.Redis, count: int) -> None:
-    """Until ``count`` clients are blocked in BLPOP on the server (bounded)."""
-    for _ in range(2000):
-        if client.info("clients")["blocked_clients"] >= count:
-            return
-        time.sleep(0.005)
+def wait_until_blocked(redis_server, count: int, key: str = "l") -> None:
+    """Until ``count`` clients are blocked in BLPOP on the server of ``key`` (bounded)."""
+    with redis_server.server_for(key).client() as client:
+        for _ in range(2000):
+            if client.info("clients")["blocked_clients"] >= count:
+                return
+            time.sleep(0.005)
     raise AssertionError(f"{count} waiters never blocked")
 
 
-def test_release_wakes_a_waiter_that_a_poll_would_miss(redis_client):
+def test_release_wakes_a_waiter_that_a_poll_would_miss(redis_server, redis_client):
     """Lease 60 s, waiter gives up after 5 s: only the release's signal can hand it the lock."""
     holder = FencedLock(redis_client, "l", timeout=60)
     holder.acquire()
@@ -180,7 +182,7 @@ def test_release_wakes_a_waiter_that_a_poll_would_miss(redis_client):
     got = []
     thread = threading.Thread(target=lambda: got.append(waiter.acquire(blocking_timeout=5)))
     thread.start()
-    wait_until_blocked(redis_client, 1)
+    wait_until_blocked(redis_server, 1)
     holder.release()
     thread.join(10)
     assert got == [True]
@@ -201,7 +203,7 @@ def test_a_polling_lock_misses_the_same_release(redis_client):
         assert got == [True]
 
 
-def test_waiters_are_served_in_arrival_order(redis_client):
+def test_waiters_are_served_in_arrival_order(redis_server, redis_client):
     holder = FencedLock(redis_client, "l", timeout=60)
     holder.acquire()
     order = []
@@ -217,7 +219,7 @@ def test_waiters_are_served_in_arrival_order(redis_client):
         thread = threading.Thread(target=wait_then_hold, args=(i,))
         thread.start()
         threads.append(thread)
-        wait_until_blocked(redis_client, i + 1)
+        wait_until_blocked(redis_server, i + 1)
     holder.release()
     for thread in threads:
         thread.join(30)
@@ -226,7 +228,7 @@ def test_waiters_are_served_in_arrival_order(redis_client):
 
 def test_waiters_get_a_lease_that_is_about_to_end(redis_server, redis_client):
     """Leases of a few ms: waiters see PTTLs of 0-2 ms, too short for a BLPOP to block on."""
-    client = redis.Redis.from_url(redis_server.url, socket_timeout=1)
+    client = redis_server.client(socket_timeout=1)
     for lease in [0.001, 0.002, 0.003, 0.005] * 10:
         holder = FencedLock(client, "short", timeout=lease)
         holder.acquire()  # and never released: only the lease ends it
@@ -246,7 +248,7 @@ def test_a_short_wait_gives_up_on_time(redis_client):
 def test_waits_longer_than_the_default_socket_timeout(redis_server):
     """A client built without socket_timeout reads with redis-py's default (5 s): a waiter must
     wait in shorter blocks, not time out its own connection."""
-    client = redis.Redis.from_url(redis_server.url)
+    client = redis_server.client()
     holder = FencedLock(client, "long", timeout=60, thread_local=False)  # released by a timer
     holder.acquire()
     releaser = threading.Timer(6, holder.release)
@@ -263,16 +265,19 @@ def test_a_lease_under_a_millisecond_still_expires(redis_client):
     assert redis_client.pttl("tiny") in (0, 1) or not redis_client.exists("tiny")
 
 
-def test_reads_ride_on_the_hand_off_and_see_the_holders_last_write(redis_client):
+def test_reads_ride_on_the_hand_off_and_see_the_holders_last_write(redis_server, redis_client):
+    # The read key shares the lock's slot, as the service's keys do: on a cluster, a pipeline
+    # only keeps the order of commands that go to one node.
+    x = "{l}:x"
     holder = FencedLock(redis_client, "l", timeout=60)
-    assert holder.acquire_and_read(lambda pipe: pipe.get("x")) == [None]  # uncontended path
+    assert holder.acquire_and_read(lambda pipe: pipe.get(x)) == [None]  # uncontended path
     got = []
     waiter = FencedLock(redis_client, "l", timeout=60, thread_local=False)  # checked from here
     thread = threading.Thread(target=lambda: got.append(
-        waiter.acquire_and_read(lambda pipe: pipe.get("x"), blocking_timeout=10)))
+        waiter.acquire_and_read(lambda pipe: pipe.get(x), blocking_timeout=10)))
     thread.start()
-    wait_until_blocked(redis_client, 1)
-    redis_client.set("x", "written by the holder")
+    wait_until_blocked(redis_server, 1)
+    redis_client.set(x, "written by the holder")
     holder.release()
     thread.join(10)
     assert got == [["written by the holder"]]
@@ -288,9 +293,11 @@ def test_a_waiter_whose_redis_call_fails_leaves_the_queue(redis_server, redis_cl
     not be handed the lock later, or the next waiter would wait out a whole lease for nobody."""
     holder = FencedLock(redis_client, "l", timeout=30)
     holder.acquire()
-    flaky = redis.Redis.from_url(redis_server.url, socket_timeout=0.2)
+    # No retries, as the service's client: a retried call would hide the failure.
+    flaky = redis_server.client(socket_timeout=0.2, retry=Retry(NoBackoff(), 0))
     doomed = FencedLock(flaky, "l", timeout=30)
-    staller = threading.Thread(target=lambda: redis_client.execute_command("DEBUG", "SLEEP", 0.6))
+    node = redis_server.server_for("l").client()  # DEBUG SLEEP on the node that serves "l"
+    staller = threading.Thread(target=lambda: node.execute_command("DEBUG", "SLEEP", 0.6))
     outcome = []
 
     def wait() -> None:
@@ -301,7 +308,7 @@ def test_a_waiter_whose_redis_call_fails_leaves_the_queue(redis_server, redis_cl
 
     waiting = threading.Thread(target=wait)
     waiting.start()
-    wait_until_blocked(redis_client, 1)
+    wait_until_blocked(redis_server, 1)
     staller.start()
     waiting.join(10)
     staller.join(10)

@@ -1,32 +1,34 @@
-"""Three real gunicorn replicas on one real Redis: the original experiment, and idempotency."""
+"""Three real gunicorn replicas on one real Redis, and again on a real 3-master Redis Cluster:
+the original experiment, and idempotency."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-import redis
 
 from benchmarks.cluster import LocalCluster
 from benchmarks.invariants import Books
 from benchmarks.load import burst, run_burst
 from benchmarks.seed import run_seed
 
+from .backends import BACKENDS
+
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def cluster():
+@pytest.fixture(scope="module", params=BACKENDS)
+def cluster(request):
     # The unsafe control is enabled, and a 10 ms pause between read and write (in `lock` and
     # `none`) widens the race window, so `none` oversells every time instead of by chance.
     env = {"ENABLE_UNSAFE_STRATEGY": "1", "CRITICAL_SECTION_DELAY_MS": "10"}
-    with LocalCluster(replicas=3, env=env) as running:
+    with LocalCluster(replicas=3, env=env, redis=request.param) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def cluster_redis(cluster):
-    client = redis.Redis.from_url(cluster.redis_url, decode_responses=True)
+    client = cluster.redis_client(decode_responses=True)
     yield client
     client.close()
 

@@ -1,0 +1,131 @@
+"""Redis Cluster specifics: the local cluster is real, every key of a SKU shares one slot, and
+a master that goes away fails only its own SKUs, with a prompt 503.
+
+The lock, API (idempotency included) and multi-replica seed tests also run on the cluster:
+see ``tests/backends.py``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from redis.cluster import key_slot
+from redis.exceptions import MovedError
+
+from benchmarks.redis_cluster import SLOTS, RedisClusterNodes
+from service import create_app
+from service.keys import (
+    SkuKeys,
+    deadlines_key,
+    fence_key,
+    grant_prefix,
+    idempotency_claim,
+    queue_key,
+)
+from service.model import new_order_id
+
+
+def slot(key: str) -> int:
+    return key_slot(key.encode())
+
+
+def sku_keys(sku: str) -> list[str]:
+    keys = SkuKeys(sku)
+    return [keys.stock, keys.sold, keys.supplied, *keys.lock_keys,
+            grant_prefix(keys.lock) + "a-token", keys.order(new_order_id(sku)),
+            keys.idempotency("any-key")]
+
+
+@pytest.mark.parametrize("sku", ["default", "a", "SKU-1.2:x", "z" * 64])
+def test_every_key_of_a_sku_shares_its_slot(sku):
+    assert {slot(key) for key in sku_keys(sku)} == {slot("{" + sku + "}")}
+
+
+def test_the_idempotency_claim_is_keyed_by_the_idempotency_key_alone():
+    # It must catch a key reused for another SKU, so it cannot live in one SKU's slot; no script
+    # touches it (a SET NX and a GET of that one key).
+    assert slot(idempotency_claim("k1")) == slot("{k1}")
+
+
+def test_helper_keys_share_the_lock_slot():
+    for name in ["{sku}:lock", "plain-name", "a{b}c"]:
+        for key in (fence_key(name), queue_key(name), deadlines_key(name),
+                    grant_prefix(name) + "some-token"):
+            assert slot(key) == slot(name)
+
+
+def test_the_local_cluster_has_three_masters_sharing_the_slots(redis_cluster_nodes):
+    with redis_cluster_nodes.client(decode_responses=True) as client:
+        assert len(client.get_primaries()) == 3  # as the client discovered it from one node
+    ranges = redis_cluster_nodes.ranges
+    assert sum(len(r) for r in ranges) == SLOTS and len({r.start for r in ranges}) == 3
+    for server in redis_cluster_nodes.servers:
+        info = RedisClusterNodes.cluster_info(server)
+        assert info["cluster_state"] == "ok" and info["cluster_slots_ok"] == str(SLOTS)
+
+
+def test_orders_land_on_the_master_that_serves_their_sku(make_app, redis_cluster_nodes):
+    app = make_app(redis_url=redis_cluster_nodes.url, redis_cluster=True)
+    client = app.test_client()
+    skus = [f"spread-{i}" for i in range(12)]
+    for sku in skus:
+        client.put(f"/stock/{sku}", json={"quantity": 1})
+        assert client.post("/orders", json={"sku": sku}).status_code == 201
+    owners = {redis_cluster_nodes.server_for(SkuKeys(sku).stock).port for sku in skus}
+    assert len(owners) == 3  # the SKUs really are spread over the masters
+    for sku in skus:
+        owner = redis_cluster_nodes.server_for(SkuKeys(sku).stock)
+        for server in redis_cluster_nodes.servers:
+            with server.client() as node:
+                # Asked directly (no redirect), only the owner holds the SKU's figures.
+                try:
+                    sold = node.get(SkuKeys(sku).sold)
+                except MovedError:  # not this node's slot
+                    assert server is not owner
+                    continue
+                assert server is owner and sold == b"1"
+
+
+def test_a_script_over_two_slots_is_refused_by_the_cluster(redis_cluster_nodes):
+    """Why every key carries the SKU's tag: without it, the keys of one order fall into
+    different slots, and a cluster master refuses the script outright."""
+    script = "return redis.call('GET', KEYS[1])"
+    with redis_cluster_nodes.server_for("{a}").client() as node:
+        assert node.eval(script, 2, "{a}:stock", "{a}:sold") is None
+    with redis_cluster_nodes.server_for("a:stock").client() as node:
+        with pytest.raises(redis.ResponseError, match="same slot"):  # CROSSSLOT
+            node.eval(script, 2, "a:stock", "a:sold")
+
+
+@pytest.fixture
+def one_master_down():
+    """A cluster of its own (the session's stays whole), with its second master stopped."""
+    with RedisClusterNodes(masters=3) as nodes:
+        yield nodes
+
+
+def skus_on(nodes: RedisClusterNodes, index: int, count: int) -> list[str]:
+    names = (f"sku-{i}" for i in range(10_000))
+    return [s for s in names if nodes.server_for(SkuKeys(s).stock) is nodes.servers[index]][:count]
+
+
+@pytest.mark.parametrize("strategy", ["lua", "lock"])
+def test_a_master_down_fails_its_skus_promptly_and_spares_the_others(one_master_down, strategy):
+    nodes = one_master_down
+    app = create_app({"redis_url": nodes.url, "redis_cluster": True, "replica_id": "r",
+                      "order_strategy": strategy, "redis_timeout_ms": 300,
+                      "lock_wait_ms": 10_000})
+    client = app.test_client()
+    down, up = skus_on(nodes, 1, 1)[0], skus_on(nodes, 0, 1)[0]
+    for sku in (down, up):
+        assert client.put(f"/stock/{sku}", json={"quantity": 5}).status_code == 200
+    nodes.servers[1].stop()
+
+    started = time.monotonic()
+    answer = client.post("/orders", json={"sku": down})
+    assert answer.status_code == 503 and answer.content_type == "application/problem+json"
+    assert time.monotonic() - started < 2.0  # not LOCK_WAIT_MS
+    assert client.get(f"/stock/{down}").status_code == 503
+    assert client.post("/orders", json={"sku": up}).status_code == 201
