@@ -1,6 +1,7 @@
 """``python -m benchmarks``: reproduce the original experiment, then compare the strategies.
 
-By default it starts a local Redis and 3 replicas (gunicorn, gunicorn.conf.py) on 127.0.0.1;
+By default it starts a local Redis and 3 replicas (gunicorn, gunicorn.conf.py) on 127.0.0.1
+(``--redis cluster``: a local Redis Cluster of ``--masters`` masters instead of one Redis);
 with ``--target`` it runs against replicas already running and starts nothing.
 """
 
@@ -8,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import redis
 from tqdm import tqdm
 
 from . import report
@@ -22,11 +24,12 @@ from .faults import run_variant
 from .load import Result
 from .lockbench import run_lock_benchmark
 from .memory import memory
+from .redis_server import connect
 from .seed import format_table, run_seed
 from .targets import check
 from .throughput import run_level
 
-SCENARIOS = ("seed", "throughput", "spread", "replicas", "lock", "faults")
+SCENARIOS = ("seed", "throughput", "spread", "masters", "replicas", "lock", "faults")
 DEFAULT_SCENARIOS = ("seed", "throughput")
 LOCAL_ENV = {"ENABLE_UNSAFE_STRATEGY": "1"}  # so the `none` control can run
 
@@ -37,6 +40,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help=f"comma-separated, from {', '.join(SCENARIOS)}, or 'all'")
     parser.add_argument("--target", help="comma-separated base URLs of running replicas")
     parser.add_argument("--redis-url", help="with --target: the Redis for the lock scenario")
+    parser.add_argument("--redis", choices=("single", "cluster"), default="single",
+                        help="the local Redis: one server, or a Redis Cluster of --masters "
+                             "masters (with --target: what --redis-url names)")
+    parser.add_argument("--masters", type=int, default=3,
+                        help="masters of the local Redis Cluster (--redis cluster, and the "
+                             "masters scenario's larger cluster)")
+    parser.add_argument("--wait-ready", type=float, default=0.0, metavar="SECONDS",
+                        help="with --target: wait up to this long for every target's /readyz")
     parser.add_argument("--replicas", type=int, default=3, help="local replicas to start")
     parser.add_argument("--workers", type=int, default=1, help="gunicorn workers per replica")
     parser.add_argument("--strategies", default="lua,lock,none",
@@ -123,12 +134,36 @@ def run_levels(urls: list[str], scenario: str, args: argparse.Namespace, skus: i
     return {"rows": rows, "notes": notes}
 
 
+def run_masters_scenario(args: argparse.Namespace) -> dict[str, Any]:
+    """The spread scenario on a Redis Cluster of 1 master, then of ``--masters`` masters."""
+    strategies = [s for s in args.strategy_list if s != "none"]
+    counts = [1, args.masters]
+    levels = [(m, s, c) for m in counts for s in strategies for c in args.concurrency_list]
+    progress = Progress(len(levels), "masters")
+    rows = []
+    for masters in counts:
+        with LocalCluster(replicas=args.replicas, workers=args.workers, env=LOCAL_ENV,
+                          redis="cluster", masters=masters) as cluster:
+            for _, strategy, concurrency in (lv for lv in levels if lv[0] == masters):
+                progress.level(f"{masters} masters, {strategy} x{concurrency}")
+                row = run_level(cluster.urls, "masters", strategy, concurrency, args.duration,
+                                args.spread_skus, args.replicas, on_done=progress.on_done)
+                rows.append({"masters": masters, **row.as_dict()})
+                progress.advance()
+    progress.close()
+    return {"rows": rows, "notes": [
+        f"The spread scenario ({args.spread_skus} SKUs) against a local Redis Cluster of 1 "
+        f"master, then of {args.masters} masters (same replicas, same machine; each master "
+        "is a redis-server process with its share of the 16384 slots)."]}
+
+
 def run_replicas_scenario(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     counts = list(range(1, args.replicas + 1))
     progress = Progress(len(counts) * 2, "replicas")
     for count in counts:
-        with LocalCluster(replicas=count, workers=args.workers, env=LOCAL_ENV) as cluster:
+        with LocalCluster(replicas=count, workers=args.workers, env=LOCAL_ENV,
+                          redis=args.redis, masters=args.masters) as cluster:
             for strategy in ("lua", "lock"):
                 progress.level(f"{count} replicas, {strategy}")
                 rows.append(run_level(cluster.urls, "replicas", strategy, 32, args.duration, 1,
@@ -167,6 +202,14 @@ def run_all(urls: list[str], args: argparse.Namespace, redis_url: str | None,
             for note in scenarios[name]["notes"]:
                 print(note)
             print(flush=True)
+    if "masters" in args.scenarios:
+        if cluster is None:
+            print("masters: skipped, it starts its own local clusters (no --target)\n")
+        else:
+            scenarios["masters"] = run_masters_scenario(args)
+            print(f"masters (spread, {args.spread_skus} SKUs, on a Redis Cluster of 1 and of "
+                  f"{args.masters} masters)")
+            print(report.table(scenarios["masters"]["rows"], report.MASTERS_COLUMNS) + "\n")
     if "replicas" in args.scenarios:
         if cluster is None:
             print("replicas: skipped, it starts its own local clusters (no --target)\n")
@@ -178,17 +221,17 @@ def run_all(urls: list[str], args: argparse.Namespace, redis_url: str | None,
         if redis_url is None:
             print("lock: skipped, give --redis-url with --target\n")
         else:
-            rows = [r.as_dict() for r in run_lock_benchmark(redis_url,
-                                                             duration_s=args.lock_duration)]
+            rows = [r.as_dict() for r in run_lock_benchmark(
+                redis_url, duration_s=args.lock_duration, cluster=args.redis == "cluster")]
             scenarios["lock"] = {"rows": rows, "notes": [
                 "3 processes x 8 threads take and release one lock as fast as they can; "
                 "fairness = fewest / most acquisitions of any process."]}
             print("lock (3 processes x 8 threads, one lock name)")
             print(report.table(rows, report.LOCK_COLUMNS) + "\n")
     if "faults" in args.scenarios:
-        if cluster is None:
-            print("faults: skipped, it injects faults into local processes it starts (no "
-                  "--target)\n")
+        if cluster is None or args.redis == "cluster":
+            print("faults: skipped, it injects faults into one local Redis and replicas it "
+                  "starts (no --target, no --redis cluster)\n")
         else:
             scenarios["faults"] = run_faults_scenario(args)
             print("faults (3 replicas and a Redis started afresh for each row; customers "
@@ -208,6 +251,25 @@ def run_all(urls: list[str], args: argparse.Namespace, redis_url: str | None,
     return scenarios
 
 
+def wait_ready(urls: list[str], seconds: float) -> bool:
+    """Whether every URL's /readyz answers 200 within ``seconds`` (0: asked once)."""
+    deadline = time.monotonic() + seconds
+    pending = list(urls)
+    while True:
+        for url in list(pending):
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        pending.remove(url)
+            except OSError:
+                pass
+        if not pending:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -223,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
                            "seconds per level": args.duration, "spread SKUs": args.spread_skus,
                            "gunicorn workers x threads per replica":
                                f"{cluster.workers} x {cluster.threads}" if cluster else "n/a",
-                           "target": args.target or "local cluster"},
+                           "target": args.target or "local cluster",
+                           "redis": (f"Redis Cluster, {args.masters} masters"
+                                     if args.redis == "cluster" else "one redis-server")},
             "scenarios": scenarios,
             "targets": checks,
         }
@@ -233,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         written = report.write(args.out, results)
         print(f"report: {', '.join(str(p) for p in written)}")
         seed_failed = any(run["failures"] for run in scenarios.get("seed", {}).get("runs", []))
-        unsafe_rows = [r for name in ("throughput", "spread", "replicas")
+        unsafe_rows = [r for name in ("throughput", "spread", "masters", "replicas")
                        for r in scenarios.get(name, {}).get("rows", [])
                        if r["strategy"] != "none"]
         fault_violated = not all(row["as_expected"]
@@ -243,12 +307,22 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.target:
         urls = [url.rstrip("/") for url in args.target.split(",")]
+        if not wait_ready(urls, args.wait_ready):
+            print(f"targets not ready within {args.wait_ready:g} s: {', '.join(urls)}",
+                  file=sys.stderr)
+            return 2
         version = "unknown (--target)"
         if args.redis_url:
-            version = redis.Redis.from_url(args.redis_url).info("server")["redis_version"]
+            with connect(args.redis_url, args.redis == "cluster") as client:
+                version = client.info("server")
+                version = version.get("redis_version") or next(
+                    iter(version.values()))["redis_version"]
         return finish(urls, args.redis_url, version)
-    print(f"starting Redis and {args.replicas} replicas on 127.0.0.1 ...", flush=True)
-    with LocalCluster(replicas=args.replicas, workers=args.workers, env=LOCAL_ENV) as cluster:
+    what = (f"a Redis Cluster of {args.masters} masters" if args.redis == "cluster"
+            else "Redis")
+    print(f"starting {what} and {args.replicas} replicas on 127.0.0.1 ...", flush=True)
+    with LocalCluster(replicas=args.replicas, workers=args.workers, env=LOCAL_ENV,
+                      redis=args.redis, masters=args.masters) as cluster:
         print(f"redis {cluster.redis_url}; replicas {', '.join(cluster.urls)}\n", flush=True)
         return finish(cluster.urls, cluster.redis_url, cluster.redis_server.version(), cluster)
 

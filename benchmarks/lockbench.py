@@ -12,11 +12,11 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 
-import redis
 from redis.lock import Lock
 
 from service.lock import FencedLock
 
+from .redis_server import connect
 from .throughput import percentile
 
 # (label, lock class, sleep between polls; None = the class's default)
@@ -48,10 +48,10 @@ class LockResult:
         return asdict(self)
 
 
-def _contend(url: str, name: str, label: str, threads: int, duration_s: float,
+def _contend(url: str, cluster: bool, name: str, label: str, threads: int, duration_s: float,
              start_at: float, queue: multiprocessing.Queue) -> None:
     lock_class, sleep = next((c, s) for lbl, c, s in CONTENDERS if lbl == label)
-    client = redis.Redis.from_url(url, socket_timeout=5, max_connections=threads + 2)
+    client = connect(url, cluster, socket_timeout=5, max_connections=threads + 2)
     waits: list[float] = []
     timeouts = 0
     lock_guard = threading.Lock()
@@ -85,13 +85,14 @@ def _contend(url: str, name: str, label: str, threads: int, duration_s: float,
 
 
 def run_contender(url: str, label: str, processes: int = 3, threads: int = 8,
-                  duration_s: float = 5.0) -> LockResult:
+                  duration_s: float = 5.0, cluster: bool = False) -> LockResult:
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     name = f"bench-lock-{time.time_ns()}"
     start_at = time.time() + 1.5  # every process started and connected before the clock runs
     workers = [context.Process(target=_contend,
-                               args=(url, name, label, threads, duration_s, start_at, queue))
+                               args=(url, cluster, name, label, threads, duration_s, start_at,
+                                     queue))
                for _ in range(processes)]
     for worker in workers:
         worker.start()
@@ -112,6 +113,7 @@ def run_contender(url: str, label: str, processes: int = 3, threads: int = 8,
 
 
 def run_lock_benchmark(url: str, processes: int = 3, threads: int = 8,
-                       duration_s: float = 5.0) -> list[LockResult]:
-    return [run_contender(url, label, processes, threads, duration_s)
+                       duration_s: float = 5.0, cluster: bool = False) -> list[LockResult]:
+    """``cluster``: ``url`` names a node of a Redis Cluster."""
+    return [run_contender(url, label, processes, threads, duration_s, cluster)
             for label, _, _ in CONTENDERS]

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 import psutil
-import redis
 
 from service.keys import SkuKeys
 
@@ -28,7 +27,7 @@ def memory(cluster: LocalCluster) -> dict[str, Any]:
                                   body={"sku": sku}, max_requests=orders))
     order_keys = [SkuKeys(sku).order(r.body["order_id"]) for r in run.results if r.status == 201]
     # MEMORY USAGE of each order record: used_memory deltas drown in buffer and allocator noise.
-    with redis.Redis.from_url(cluster.redis_url) as client:
+    with cluster.redis_client() as client:
         pipe = client.pipeline(transaction=False)
         for key in order_keys:
             pipe.memory_usage(key, samples=0)

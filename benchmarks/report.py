@@ -20,6 +20,7 @@ THROUGHPUT_COLUMNS = [
     ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"), ("max_ms", "max ms"),
     ("errors", "errors"), ("oversold", "oversold"),
 ]
+MASTERS_COLUMNS = [("masters", "masters"), *THROUGHPUT_COLUMNS]
 LOCK_COLUMNS = [
     ("lock", "lock"), ("acquisitions_per_s", "acq/s"), ("wait_p50_ms", "wait p50 ms"),
     ("wait_p99_ms", "wait p99 ms"), ("wait_max_ms", "wait max ms"), ("timeouts", "timeouts"),
@@ -71,13 +72,24 @@ def table(rows: list[dict], columns: list[tuple[str, str]], markdown: bool = Fal
 COLORS = {"lua": "tab:blue", "lock": "tab:orange", "none": "tab:gray"}
 
 
+def _series(row: dict) -> tuple[str, int]:
+    """A line of a throughput chart: one per strategy (and per cluster size, if any)."""
+    return row["strategy"], row.get("masters", 0)
+
+
+def _label(row: dict) -> str:
+    strategy, masters = _series(row)
+    return f"{strategy}, {masters} master{'s' * (masters > 1)}" if masters else strategy
+
+
 def chart_throughput(rows: list[dict], path: Path, title: str, x: str = "concurrency") -> None:
     figure, axis = plt.subplots(figsize=(7, 4.2))
-    for strategy in sorted({row["strategy"] for row in rows}):
+    for strategy, masters in sorted({_series(row) for row in rows}):
         points = sorted((row[x], row["orders_per_s"])
-                        for row in rows if row["strategy"] == strategy)
-        axis.plot(*zip(*points, strict=True), marker="o", label=strategy,
-                  color=COLORS.get(strategy))
+                        for row in rows if _series(row) == (strategy, masters))
+        label = _label({"strategy": strategy, "masters": masters})
+        axis.plot(*zip(*points, strict=True), marker="o", label=label,
+                  color=COLORS.get(strategy), linestyle="--" if masters == 1 else "-")
     if x == "concurrency":
         axis.set_xscale("log", base=2)
         axis.set_xlabel("concurrent clients")
@@ -101,7 +113,7 @@ def chart_latency(rows: list[dict], path: Path, title: str) -> None:
     marks = ["p50_ms", "p95_ms", "p99_ms", "max_ms"]
     for index, row in enumerate(chosen):
         axis.bar([m + index * width for m in range(len(marks))],
-                 [row[mark] for mark in marks], width, label=row["strategy"],
+                 [row[mark] for mark in marks], width, label=_label(row),
                  color=COLORS.get(row["strategy"]))
     axis.set_xticks([m + width * (len(chosen) - 1) / 2 for m in range(len(marks))],
                     ["p50", "p95", "p99", "max"])
@@ -129,12 +141,12 @@ def write(out: Path, results: dict[str, Any]) -> list[Path]:
         if section.get("text"):
             lines += ["```", section["text"], "```"]
         if section.get("rows"):
-            columns = {"lock": LOCK_COLUMNS, "faults": FAULT_COLUMNS}.get(
-                name, THROUGHPUT_COLUMNS)
+            columns = {"lock": LOCK_COLUMNS, "faults": FAULT_COLUMNS,
+                       "masters": MASTERS_COLUMNS}.get(name, THROUGHPUT_COLUMNS)
             lines.append(table(section["rows"], columns, markdown=True))
         for note in section.get("notes", []):
             lines += ["", note]
-        if name in ("throughput", "spread", "replicas") and section.get("rows"):
+        if name in ("throughput", "spread", "masters", "replicas") and section.get("rows"):
             chart = out / f"{name}.png"
             skus = section["rows"][0]["skus"]
             load = "one hot SKU" if skus == 1 else f"{skus} SKUs"

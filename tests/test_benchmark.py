@@ -108,3 +108,32 @@ def test_faults_scenario_reports_every_variant(tmp_path):
     # The unsafe control's failing is asserted at a larger size in test_faults.py.
     assert verdicts[0] == "met" and verdicts[1] in ("met", "missed")
     assert "| kill | lock |" in (tmp_path / "report.md").read_text()
+
+
+def test_cluster_run_and_masters_scenario(tmp_path):
+    """--redis cluster: the seed and lock scenarios on a local 3-master Redis Cluster, and the
+    spread scenario on 1 master vs 3."""
+    code = main(["--redis", "cluster", "--scenario", "seed,masters,lock", "--replicas", "2",
+                 "--strategies", "lua,lock", "--concurrency", "4", "--duration", "0.3",
+                 "--spread-skus", "6", "--lock-duration", "0.5", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert code == 0 and results["parameters"]["redis"] == "Redis Cluster, 3 masters"
+    runs = {run["strategy"]: run for run in results["scenarios"]["seed"]["runs"]}
+    for run in runs.values():
+        assert (run["created"], run["out_of_stock"], run["failures"]) == (10, 30, []), run
+    rows = results["scenarios"]["masters"]["rows"]
+    assert sorted({(row["masters"], row["strategy"]) for row in rows}) == [
+        (1, "lock"), (1, "lua"), (3, "lock"), (3, "lua")]
+    for row in rows:
+        assert row["created"] > 0 and row["oversold"] == 0 and row["problems"] == [], row
+    for row in results["scenarios"]["lock"]["rows"]:
+        assert row["acquisitions"] > 0, row
+    assert (tmp_path / "masters.png").stat().st_size > 0
+
+
+def test_an_unready_target_is_refused(tmp_path):
+    from benchmarks.redis_server import free_port
+
+    code = main(["--target", f"http://127.0.0.1:{free_port()}", "--scenario", "seed",
+                 "--wait-ready", "1", "--out", str(tmp_path)])
+    assert code == 2 and not (tmp_path / "results.json").exists()
