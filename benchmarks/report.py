@@ -154,6 +154,9 @@ def write(out: Path, results: dict[str, Any]) -> list[Path]:
                 chart_throughput(section["rows"], chart, f"{load}, 32 clients: orders/s by "
                                  "replicas", x="replicas")
             else:
+                if name == "masters":
+                    most = max(row["masters"] for row in section["rows"])
+                    load += f", Redis Cluster of 1 vs {most} masters"
                 chart_throughput(section["rows"], chart, f"{load}: orders created per second")
                 latency = out / f"{name}-latency.png"
                 chart_latency(section["rows"], latency, f"{load}: latency")
