@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -26,6 +27,9 @@ from .redis_server import RedisServer, connect, free_port
 ROOT = Path(__file__).resolve().parent.parent
 # What a replica runs, from ROOT; the Dockerfile's CMD is "gunicorn" and these (see the tests).
 GUNICORN_ARGS = ("-c", "gunicorn.conf.py", "service:create_app()")
+
+
+REDIS_MODES = ("single", "cluster", "acl")
 
 
 class ClusterError(RuntimeError):
@@ -83,7 +87,8 @@ class LocalCluster:
     ``env`` adds service settings (ORDER_STRATEGY, ENABLE_UNSAFE_STRATEGY, ...), and
     ``replica_env`` settings for single replicas (by number, from 1); ``redis_url`` uses an
     existing Redis instead of starting one. ``redis="cluster"`` starts a Redis Cluster of
-    ``masters`` masters instead of one server, and the replicas run with REDIS_CLUSTER=1.
+    ``masters`` masters instead of one server, and the replicas run with REDIS_CLUSTER=1;
+    ``redis="acl"`` one server with passwords, the replicas connecting as an ACL user.
     """
 
     def __init__(
@@ -92,12 +97,18 @@ class LocalCluster:
         log_dir: Path | None = None, replica_env: dict[int, dict[str, str]] | None = None,
         redis: str = "single", masters: int = 3,
     ) -> None:
-        if redis not in ("single", "cluster"):
-            raise ValueError(f"redis must be 'single' or 'cluster', not {redis!r}")
+        if redis not in REDIS_MODES:
+            raise ValueError(f"redis must be one of {', '.join(REDIS_MODES)}, not {redis!r}")
         self.redis_mode = redis
         self.redis_server: RedisServer | RedisClusterNodes | None = None
         if not redis_url:
-            self.redis_server = RedisClusterNodes(masters) if redis == "cluster" else RedisServer()
+            if redis == "cluster":
+                self.redis_server = RedisClusterNodes(masters)
+            elif redis == "acl":
+                self.redis_server = RedisServer(password=secrets.token_hex(12),
+                                                acl_user=("orders", secrets.token_hex(12)))
+            else:
+                self.redis_server = RedisServer()
         self._redis_url = redis_url
         self.log_dir = log_dir
         self._env_extra = dict(env or {})
@@ -112,7 +123,10 @@ class LocalCluster:
         return self._redis_url or self.redis_server.url
 
     def redis_client(self, **options: object) -> redis.Redis:
-        """A client of the cluster's Redis (a ``RedisCluster`` in cluster mode)."""
+        """An administrator's client of the cluster's Redis (a ``RedisCluster`` in cluster
+        mode)."""
+        if self.redis_server is not None:
+            return self.redis_server.admin(**options)
         return connect(self.redis_url, self.redis_mode == "cluster", **options)
 
     @property
@@ -125,10 +139,12 @@ class LocalCluster:
         log_dir = self.log_dir or Path(self.redis_server.directory if self.redis_server
                                        else ROOT / ".cluster-logs")
         log_dir.mkdir(parents=True, exist_ok=True)
+        redis_env = (self.redis_server.service_env() if self.redis_server is not None else
+                     {"REDIS_URL": self.redis_url,
+                      "REDIS_CLUSTER": "1" if self.redis_mode == "cluster" else "0"})
         env = {
-            **os.environ, "REDIS_URL": self.redis_url, "WEB_CONCURRENCY": str(self.workers),
-            "GUNICORN_THREADS": str(self.threads),
-            "REDIS_CLUSTER": "1" if self.redis_mode == "cluster" else "0", **self._env_extra,
+            **os.environ, **redis_env, "WEB_CONCURRENCY": str(self.workers),
+            "GUNICORN_THREADS": str(self.threads), **self._env_extra,
         }
         for index in range(1, self.n_replicas + 1):
             name = f"replica-{index}"
@@ -167,8 +183,9 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1, help="gunicorn workers per replica")
     parser.add_argument("--strategy", default="lua", help="ORDER_STRATEGY of the replicas")
-    parser.add_argument("--redis", choices=("single", "cluster"), default="single",
-                        help="one redis-server, or a Redis Cluster of --masters masters")
+    parser.add_argument("--redis", choices=REDIS_MODES, default="single",
+                        help="one redis-server, a Redis Cluster of --masters masters, or one "
+                             "redis-server with passwords and an ACL user for the replicas")
     parser.add_argument("--masters", type=int, default=3)
     args = parser.parse_args()
     with LocalCluster(replicas=args.replicas, workers=args.workers, redis=args.redis,

@@ -73,11 +73,11 @@ class RedisClusterNodes:
                 server.start()
             nodes = zip(self.servers, self.ranges, strict=True)
             for epoch, (server, slots) in enumerate(nodes, start=1):
-                with server.client() as client:
+                with server.admin() as client:
                     # Distinct epochs up front: no collision to resolve before the state is ok.
                     client.execute_command("CLUSTER SET-CONFIG-EPOCH", epoch)
                     client.execute_command("CLUSTER ADDSLOTS", *slots)
-            with self.servers[0].client() as first:
+            with self.servers[0].admin() as first:
                 for server in self.servers[1:]:
                     first.execute_command("CLUSTER MEET", "127.0.0.1", server.port)
             self._wait_until_ok(deadline)
@@ -100,14 +100,25 @@ class RedisClusterNodes:
 
     @staticmethod
     def cluster_info(server: RedisServer) -> dict[str, str]:
-        with server.client(decode_responses=True) as client:
+        with server.admin(decode_responses=True) as client:
             text = client.execute_command("CLUSTER INFO")
         if isinstance(text, dict):
             return {k: str(v) for k, v in text.items()}
         return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
+    @property
+    def service_password(self) -> str | None:
+        return self.password
+
+    def service_env(self) -> dict[str, str]:
+        """REDIS_URL, REDIS_PASSWORD and REDIS_CLUSTER for a replica of the service."""
+        return {"REDIS_URL": self.url, "REDIS_PASSWORD": self.password or "",
+                "REDIS_CLUSTER": "1"}
+
     def client(self, **options: object) -> redis.RedisCluster:
         return redis.RedisCluster.from_url(self.url, password=self.password, **options)
+
+    admin = client
 
     def server_for(self, key: str) -> RedisServer:
         """The master that serves ``key``'s slot."""

@@ -48,18 +48,31 @@ def connect(url: str, cluster: bool = False, **options: object) -> redis.Redis:
     return (redis.RedisCluster if cluster else redis.Redis).from_url(url, **options)
 
 
+# What the service's ACL user may do: everything but the dangerous commands (FLUSHALL, DEBUG,
+# CONFIG, KEYS, MONITOR, INFO, CLIENT ...), plus naming its connections (REDIS_CLIENT_NAME).
+SERVICE_ACL = ("~*", "&*", "+@all", "-@dangerous", "+client|setname")
+
+
 class RedisServer:
-    """One redis-server process; ``with RedisServer() as server: server.url``."""
+    """One redis-server process; ``with RedisServer() as server: server.url``.
+
+    With ``password``, the default user needs it; with ``acl_user`` (name, password) as well,
+    ``url`` names that user (not its password: see ``service_password``) and ``client()``
+    connects as it, while ``admin()`` connects as the default user.
+    """
 
     cluster = False
 
     def __init__(
         self, port: int | None = None, directory: str | None = None,
         extra_args: tuple[str, ...] = (), durable: bool = False, password: str | None = None,
+        acl_user: tuple[str, str] | None = None,
     ) -> None:
-        """``durable``: append-only file, fsynced before each write is acknowledged;
-        ``password``: the default user's (``url`` does not carry it)."""
+        """``durable``: append-only file, fsynced before each write is acknowledged."""
+        if acl_user and not password:
+            raise ValueError("an ACL user needs a password on the default user too")
         self.password = password
+        self.acl_user = acl_user
         self.port = port or free_port()
         self._own_dir = directory is None
         self.directory = directory or tempfile.mkdtemp(prefix="redis-")
@@ -69,7 +82,19 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The service's URL: with an ACL user, its name (its password is separate)."""
+        user = f"{self.acl_user[0]}@" if self.acl_user else ""
+        return f"redis://{user}127.0.0.1:{self.port}/0"
+
+    @property
+    def service_password(self) -> str | None:
+        """The password that goes with ``url`` (REDIS_PASSWORD)."""
+        return self.acl_user[1] if self.acl_user else self.password
+
+    def service_env(self) -> dict[str, str]:
+        """REDIS_URL, REDIS_PASSWORD and REDIS_CLUSTER for a replica of the service."""
+        return {"REDIS_URL": self.url, "REDIS_PASSWORD": self.service_password or "",
+                "REDIS_CLUSTER": "1" if self.cluster else "0"}
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         args = [
@@ -81,13 +106,17 @@ class RedisServer:
             *(("--requirepass", self.password) if self.password else ()), *self.extra_args,
         ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        client = self.client(socket_timeout=0.5, socket_connect_timeout=0.5)
+        client = self.admin(socket_timeout=0.5, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
                 raise RedisServerError(f"redis-server exited: {self.process.stderr.read()!r}")
             try:
                 client.ping()
+                if self.acl_user:
+                    name, secret = self.acl_user
+                    client.execute_command("ACL", "SETUSER", name, "reset", "on", f">{secret}",
+                                           *SERVICE_ACL)
                 return self
             except redis.ConnectionError:
                 if time.monotonic() > deadline:
@@ -125,15 +154,20 @@ class RedisServer:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def client(self, **options: object) -> redis.Redis:
-        """A client of this server, as its default user."""
-        return redis.Redis.from_url(self.url, password=self.password, **options)
+        """A client of this server, as the service connects (its ACL user, if any)."""
+        return redis.Redis.from_url(self.url, password=self.service_password, **options)
+
+    def admin(self, **options: object) -> redis.Redis:
+        """A client of this server as its default user: FLUSHALL, DEBUG, INFO and the like."""
+        return redis.Redis.from_url(f"redis://127.0.0.1:{self.port}/0", password=self.password,
+                                    **options)
 
     def server_for(self, key: str) -> RedisServer:
         """The server that holds ``key``: this one (see ``RedisClusterNodes.server_for``)."""
         return self
 
     def version(self) -> str:
-        with self.client() as client:
+        with self.admin() as client:
             return client.info("server")["redis_version"]
 
     def __enter__(self) -> RedisServer:

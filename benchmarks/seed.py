@@ -7,6 +7,7 @@ books against Redis: 10 created, 30 out of stock, stock 0, sold 10, every order 
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -21,9 +22,13 @@ ORDERS = 40
 
 
 def http_json(method: str, url: str, body: Any = None, timeout: float = 5.0) -> tuple[int, Any]:
+    """One request; with ADMIN_TOKEN in the environment, it goes as a bearer token (the
+    service's stock changes need it when the service has one)."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json"} if data else {})
+    headers = {"Content-Type": "application/json"} if data else {}
+    if os.environ.get("ADMIN_TOKEN"):
+        headers["Authorization"] = f"Bearer {os.environ['ADMIN_TOKEN']}"
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read() or b"null")

@@ -10,9 +10,11 @@ from flask import Flask
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import api, errors
+from . import api, errors, logs
 from .config import Settings
 from .orders import OrderService
+
+log = logging.getLogger("service")
 
 
 def connect(settings: Settings) -> redis.Redis | redis.RedisCluster:
@@ -41,10 +43,10 @@ def connect(settings: Settings) -> redis.Redis | redis.RedisCluster:
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app; ``test_config`` maps Settings field names to values that win over the env."""
     settings = Settings.from_env(**(test_config or {}))
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
-        )
+    logs.configure(settings.log_format)
+    if not settings.admin_token:
+        log.warning("ADMIN_TOKEN is not set: anyone who reaches this service can change stock "
+                    "(PUT /stock/<sku>)")
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = api.MAX_BODY_BYTES
     app.extensions["order_service"] = OrderService(settings, connect(settings))

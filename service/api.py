@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
+import hmac
 import re
+import time
+import uuid
 from typing import Any
 
-from flask import Blueprint, Response, current_app, json, jsonify, request
+from flask import Blueprint, Response, current_app, g, json, jsonify, request
 
 from .errors import (
+    REDIS_ERRORS,
+    Forbidden,
     InvalidOrder,
     MalformedRequest,
     OutOfStock,
     PayloadTooLarge,
+    Problem,
+    Unauthorized,
     Unavailable,
     UnsupportedMediaType,
 )
 from .model import OrderRequest, Outcome
 from .orders import OrderService
+from .telemetry import order_finished, outcome_name
 
 bp = Blueprint("api", __name__)
 
 MAX_BODY_BYTES = 16 * 1024
 SKU_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"[\x20-\x7e]{1,128}")
+REQUEST_ID_PATTERN = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
 MAX_QUANTITY = 1000
 MAX_STOCK = 1_000_000_000  # Lua numbers are doubles: stay far below 2**53
 
@@ -124,9 +133,45 @@ def _replay_headers(outcome: Outcome) -> dict[str, str]:
     return {"Idempotent-Replayed": "true"} if outcome.replayed else {}
 
 
+@bp.before_app_request
+def assign_request_id() -> None:
+    """The client's X-Request-ID if it is usable, else a new one; echoed on the response."""
+    given = request.headers.get("X-Request-ID", "")
+    g.request_id = given if REQUEST_ID_PATTERN.fullmatch(given) else uuid.uuid4().hex
+
+
+def _require_admin() -> None:
+    """With ADMIN_TOKEN set: 401 without a bearer token, 403 with a wrong one."""
+    expected = _service().settings.admin_token
+    if not expected:
+        return
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise Unauthorized("This operation needs Authorization: Bearer <ADMIN_TOKEN>")
+    if not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise Forbidden("The bearer token is not the admin token")
+
+
+def _place(order_request: OrderRequest) -> Outcome:
+    """Place the order, and log (and count) it whatever its end."""
+    started = time.perf_counter()
+    try:
+        outcome = _service().place_order(order_request)
+    except Problem as exc:
+        order_finished(order_request, exc.slug, time.perf_counter() - started, g.request_id)
+        raise
+    except REDIS_ERRORS:
+        order_finished(order_request, Unavailable.slug, time.perf_counter() - started,
+                       g.request_id)
+        raise
+    order_finished(order_request, outcome_name(outcome), time.perf_counter() - started,
+                   g.request_id, outcome)
+    return outcome
+
+
 @bp.post("/orders")
 def place_order() -> Response:
-    outcome = _service().place_order(_order_request())
+    outcome = _place(_order_request())
     if not outcome.created:
         raise OutOfStock(
             f"{outcome.stock_left} left of {outcome.sku}, {outcome.quantity} asked",
@@ -149,6 +194,7 @@ def get_order(order_id: str) -> Response:
 
 @bp.put("/stock/<sku>")
 def set_stock(sku: str) -> Response:
+    _require_admin()
     sku = _valid_sku(sku)
     body = _json_body() or {}
     _only_fields(body, ("quantity",))
@@ -181,4 +227,5 @@ def readyz() -> Response:
 @bp.after_app_request
 def tag_replica(response: Response) -> Response:
     response.headers["X-Replica"] = _service().settings.replica_id
+    response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
     return response

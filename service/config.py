@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 
 STRATEGIES = ("lua", "lock")
 UNSAFE_STRATEGY = "none"
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(ValueError):
@@ -37,6 +38,13 @@ def _client_name(value: str) -> str:
     return value
 
 
+def _log_format(value: str) -> str:
+    lowered = value.strip().lower()
+    if lowered not in LOG_FORMATS:
+        raise ConfigError(f"expected one of {', '.join(LOG_FORMATS)}, got {value!r}")
+    return lowered
+
+
 def _non_negative_int(value: str) -> int:
     number = int(value)
     if number < 0:
@@ -63,6 +71,13 @@ class Settings:
     default_sku: str = "default"
     enable_unsafe_strategy: bool = False
     idempotency_ttl_s: int = 86400
+    # With a token, PUT /stock needs "Authorization: Bearer <token>"; without, stock changes
+    # are open to anyone who reaches the service (a warning says so at start-up). Never printed.
+    admin_token: str = field(default="", repr=False)
+    # "text": one human line per order; "json": one JSON object per line, for log pipelines.
+    log_format: str = "text"
+    # Prometheus metrics at /metrics; off only to measure what they cost.
+    metrics_enabled: bool = True
     # A watchdog extends the lock's lease while its holder is alive (LOCK_TTL_MS / 3 apart).
     lock_renewal: bool = True
     # Fault injection, honoured only with enable_unsafe_strategy: a pause between the read and
@@ -106,6 +121,9 @@ class Settings:
             "disable_fencing": _flag,
             "redis_cluster": _flag,
             "redis_password": str,
+            "admin_token": str.strip,
+            "log_format": _log_format,
+            "metrics_enabled": _flag,
             "redis_client_name": _client_name,
         }
         values: dict[str, object] = {}

@@ -62,6 +62,17 @@ class IdempotencyKeyReused(Problem):
         super().__init__("This Idempotency-Key was first used with another request body")
 
 
+class Unauthorized(Problem):
+    status, slug, title = 401, "unauthorized", "Authorization required"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="order-service"', **self.extra_headers}
+
+
+class Forbidden(Problem):
+    status, slug, title = 403, "forbidden", "Wrong credentials"
+
+
 class OrderNotFound(Problem):
     status, slug, title = 404, "order-not-found", "No such order"
 

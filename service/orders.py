@@ -5,7 +5,6 @@ Nothing here knows about HTTP; nothing above this module knows about Redis keys.
 
 from __future__ import annotations
 
-import logging
 import re
 from datetime import UTC, datetime
 
@@ -17,8 +16,6 @@ from .keys import SkuKeys, idempotency_claim
 from .model import OrderRequest, Outcome, PendingOrder, new_order_id
 from .scripts import OrderScripts
 from .strategies import Strategy, build_strategies
-
-log = logging.getLogger("service.orders")
 
 ORDER_ID_PATTERN = re.compile(r"^(?P<sku>[A-Za-z0-9._:-]{1,64})~[0-9a-f]{20}$")
 
@@ -40,9 +37,7 @@ class OrderService:
             created_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
             idempotency_ttl_s=self.settings.idempotency_ttl_s,
         )
-        outcome = self.strategies[request.strategy].place(pending)
-        self._log(outcome)
-        return outcome
+        return self.strategies[request.strategy].place(pending)
 
     def _claim_idempotency_key(self, request: OrderRequest) -> None:
         """Bind the key to this request's fingerprint, whatever SKU (and so slot) it names.
@@ -57,14 +52,6 @@ class OrderService:
         _, first = pipe.execute()
         if first is not None and first != request.fingerprint:
             raise IdempotencyKeyReused()
-
-    def _log(self, outcome: Outcome) -> None:
-        message = ("Order created successfully" if outcome.created else "Out of stock")
-        log.info(
-            "replica=%s strategy=%s sku=%s order_id=%s replayed=%s %s, Stock left %d",
-            outcome.replica, outcome.strategy, outcome.sku, outcome.order_id or "-",
-            str(outcome.replayed).lower(), message, outcome.stock_left,
-        )
 
     def set_stock(self, sku: str, quantity: int) -> int:
         keys = SkuKeys(sku)

@@ -2,9 +2,11 @@
 app per test.
 
 Tests use ``redis_server`` (the single server unless parametrized) and ``redis_client``. A test
-or module runs on both with ``@pytest.mark.parametrize("redis_server", BACKENDS,
-indirect=True)``: ``redis_server`` is then a ``RedisClusterNodes`` in the "cluster" case,
-with the same ``url``, ``cluster``, ``client()`` and ``server_for(key)``.
+or module runs on every backend with ``@pytest.mark.parametrize("redis_server", BACKENDS,
+indirect=True)``: "single", "cluster" (a ``RedisClusterNodes``) and "acl" (a server that needs a
+password, the service connecting as an ACL user without the dangerous commands). Each has
+``url``, ``service_password``, ``cluster``, ``client()`` (as the service connects),
+``admin()`` and ``server_for(key)``.
 """
 
 from __future__ import annotations
@@ -23,12 +25,19 @@ from benchmarks.redis_server import RedisServer
 from service import create_app
 
 Backend = RedisServer | RedisClusterNodes
-_BACKEND_FIXTURES = {"single": "single_redis", "cluster": "redis_cluster_nodes"}
+_BACKEND_FIXTURES = {"single": "single_redis", "cluster": "redis_cluster_nodes",
+                     "acl": "acl_redis"}
 
 
 @pytest.fixture(scope="session")
 def single_redis() -> Iterator[RedisServer]:
     with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def acl_redis() -> Iterator[RedisServer]:
+    with RedisServer(password="admin-secret", acl_user=("orders", "orders-secret")) as server:
         yield server
 
 
@@ -45,8 +54,9 @@ def redis_server(request: pytest.FixtureRequest) -> Backend:
 
 @pytest.fixture
 def redis_client(redis_server: Backend) -> Iterator[redis.Redis]:
+    with redis_server.admin() as admin:
+        admin.flushall()
     client = redis_server.client(decode_responses=True)
-    client.flushall()
     yield client
     client.close()
 
@@ -57,6 +67,7 @@ def make_app(redis_server: Backend, redis_client: redis.Redis) -> Callable[..., 
 
     def build(**overrides: Any) -> Flask:
         config = {"redis_url": redis_server.url, "redis_cluster": redis_server.cluster,
+                  "redis_password": redis_server.service_password or "",
                   "replica_id": "test-replica", **overrides}
         app = create_app(config)
         app.config["TESTING"] = True

@@ -18,7 +18,7 @@ from service.lock import FencedLock, LockError, LockNotOwnedError
 
 from .backends import BACKENDS
 
-# Every lock test runs on one redis-server and on a 3-master Redis Cluster.
+# Every lock test runs on one redis-server, on a 3-master Redis Cluster, and as an ACL user.
 pytestmark = pytest.mark.parametrize("redis_server", BACKENDS, indirect=True)
 
 COUNTER = "counter"
@@ -134,23 +134,24 @@ def test_without_the_lock_threads_lose_updates(redis_client):
         assert run_threads(redis_client, threads=8, n=25, use_lock=False) == 200
 
 
-def _process_main(url: str, cluster: bool, threads: int, n: int, use_lock: bool) -> None:
-    client = connect(url, cluster)
+def _process_main(url: str, cluster: bool, password: str | None, threads: int, n: int,
+                  use_lock: bool) -> None:
+    client = connect(url, cluster, password=password)
     run_threads(client, threads, n, use_lock)
 
 
 def run_processes(redis_server, processes, threads, n, use_lock):
-    url, cluster = redis_server.url, redis_server.cluster
+    url, cluster, password = redis_server.url, redis_server.cluster, redis_server.service_password
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_process_main,
-                                       args=(url, cluster, threads, n, use_lock))
+                               args=(url, cluster, password, threads, n, use_lock))
                for _ in range(processes)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join(120)
         assert worker.exitcode == 0
-    with connect(url, cluster) as client:
+    with redis_server.client() as client:
         return int(client.get(COUNTER))
 
 
@@ -166,7 +167,7 @@ def test_without_the_lock_processes_lose_updates(redis_server, redis_client):
 
 def wait_until_blocked(redis_server, count: int, key: str = "l") -> None:
     """Until ``count`` clients are blocked in BLPOP on the server of ``key`` (bounded)."""
-    with redis_server.server_for(key).client() as client:
+    with redis_server.server_for(key).admin() as client:
         for _ in range(2000):
             if client.info("clients")["blocked_clients"] >= count:
                 return
@@ -296,7 +297,7 @@ def test_a_waiter_whose_redis_call_fails_leaves_the_queue(redis_server, redis_cl
     # No retries, as the service's client: a retried call would hide the failure.
     flaky = redis_server.client(socket_timeout=0.2, retry=Retry(NoBackoff(), 0))
     doomed = FencedLock(flaky, "l", timeout=30)
-    node = redis_server.server_for("l").client()  # DEBUG SLEEP on the node that serves "l"
+    node = redis_server.server_for("l").admin()  # DEBUG SLEEP on the node that serves "l"
     staller = threading.Thread(target=lambda: node.execute_command("DEBUG", "SLEEP", 0.6))
     outcome = []
 

@@ -1,0 +1,45 @@
+"""What every order leaves behind: one log line (human or JSON).
+
+``order_finished`` is called once per order request that got as far as the domain, whatever
+its outcome, from the HTTP layer that knows the request id and the latency.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .model import OrderRequest, Outcome
+
+log = logging.getLogger("service.orders")
+
+
+def outcome_name(outcome: Outcome) -> str:
+    return "created" if outcome.created else "out-of-stock"
+
+
+def order_finished(request: OrderRequest, result: str, latency_s: float, request_id: str,
+                   outcome: Outcome | None = None) -> None:
+    """``result``: "created", "out-of-stock", or the problem slug the order failed with."""
+    latency_ms = round(latency_s * 1000, 2)
+    fields = {
+        "replica": request.replica, "strategy": request.strategy, "sku": request.sku,
+        "quantity": request.quantity, "order_id": outcome.order_id if outcome else None,
+        "outcome": result, "replayed": bool(outcome and outcome.replayed),
+        "stock_left": outcome.stock_left if outcome else None,
+        "latency_ms": latency_ms, "request_id": request_id,
+    }
+    if outcome is not None:
+        message = "Order created successfully" if outcome.created else "Out of stock"
+        log.info(
+            "replica=%s strategy=%s sku=%s order_id=%s replayed=%s %s, Stock left %d "
+            "(request_id=%s latency_ms=%.2f)",
+            request.replica, request.strategy, request.sku, outcome.order_id or "-",
+            str(outcome.replayed).lower(), message, outcome.stock_left, request_id, latency_ms,
+            extra={"fields": fields},
+        )
+    else:
+        log.warning(
+            "replica=%s strategy=%s sku=%s Order failed: %s (request_id=%s latency_ms=%.2f)",
+            request.replica, request.strategy, request.sku, result, request_id, latency_ms,
+            extra={"fields": fields},
+        )
