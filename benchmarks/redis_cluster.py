@@ -21,9 +21,11 @@ BUS_OFFSET = 10000  # a node's cluster bus listens on its port + 10000
 
 
 def free_node_port(attempts: int = 200) -> int:
-    """A loopback port that is free, and whose cluster bus port (+10000) is free too."""
+    """A loopback port that is free, and whose cluster bus port (+10000) is free too; both
+    below Linux's default ephemeral range (32768-60999), where outgoing connections take
+    their ports."""
     for _ in range(attempts):
-        port = random.randint(20000, 65535 - BUS_OFFSET)
+        port = random.randint(12000, 32767 - BUS_OFFSET)
         try:
             with socket.socket() as a, socket.socket() as b:
                 a.bind(("127.0.0.1", port))
@@ -44,7 +46,8 @@ class RedisClusterNodes:
     cluster = True
 
     def __init__(self, masters: int = 3, node_timeout_ms: int = 2000,
-                 password: str | None = None) -> None:
+                 password: str | None = None, require_full_coverage: bool = False) -> None:
+        """``require_full_coverage``: Redis's default, where one master down stops all."""
         if masters < 1:
             raise ValueError("a cluster needs at least one master")
         self.password = password
@@ -52,6 +55,9 @@ class RedisClusterNodes:
             RedisServer(port=free_node_port(), password=password, extra_args=(
                 "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                 "--cluster-node-timeout", str(node_timeout_ms),
+                # A master down fails its own slots only: with the default (yes), the others
+                # refuse every key once it is marked failed. The service relies on this.
+                "--cluster-require-full-coverage", "yes" if require_full_coverage else "no",
                 *(("--masterauth", password) if password else ()),
             ))
             for _ in range(masters)
@@ -70,7 +76,7 @@ class RedisClusterNodes:
         deadline = time.monotonic() + timeout
         try:
             for server in self.servers:
-                server.start()
+                self._start_node(server)
             nodes = zip(self.servers, self.ranges, strict=True)
             for epoch, (server, slots) in enumerate(nodes, start=1):
                 with server.admin() as client:
@@ -85,6 +91,18 @@ class RedisClusterNodes:
             self.cleanup()
             raise
         return self
+
+    @staticmethod
+    def _start_node(server: RedisServer, attempts: int = 3) -> None:
+        """Start one node; if its port (or bus port) was taken meanwhile, on fresh ports."""
+        for attempt in range(attempts):
+            try:
+                server.start()
+                return
+            except RedisServerError:
+                if attempt == attempts - 1:
+                    raise
+                server.port = free_node_port()
 
     def _wait_until_ok(self, deadline: float) -> None:
         """Until every node says cluster_state:ok, knows all masters and sees every slot."""

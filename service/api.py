@@ -9,6 +9,7 @@ import uuid
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, json, jsonify, request
+from redis.cluster import RedisCluster
 
 from .errors import (
     REDIS_ERRORS,
@@ -217,11 +218,17 @@ def livez() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    try:
-        _service().redis.ping()
-    except Exception as exc:  # any failure to answer PING means: do not send traffic here
-        raise Unavailable(f"Redis did not answer PING: {type(exc).__name__}") from None
-    return jsonify(status="ready")
+    """Ready when Redis answers PING; on a Redis Cluster, when any master does: one master
+    down fails its own SKUs only, and must not take every replica out of the Service."""
+    client = _service().redis
+    failure = "no master"
+    for target in (client.get_primaries() if isinstance(client, RedisCluster) else [None]):
+        try:
+            client.ping(**({"target_nodes": target} if target is not None else {}))
+            return jsonify(status="ready")
+        except Exception as exc:  # any failure to answer PING counts as not there
+            failure = type(exc).__name__
+    raise Unavailable(f"Redis did not answer PING: {failure}")
 
 
 @bp.after_app_request

@@ -100,9 +100,11 @@ def test_a_script_over_two_slots_is_refused_by_the_cluster(redis_cluster_nodes):
 
 
 @pytest.fixture
-def one_master_down():
-    """A cluster of its own (the session's stays whole), with its second master stopped."""
-    with RedisClusterNodes(masters=3) as nodes:
+def own_cluster(request):
+    """A cluster of its own: the tests stop one of its masters (the session's stays whole).
+    ``full_coverage``: Redis's default, which the service's clusters must not use."""
+    full_coverage = getattr(request, "param", False)
+    with RedisClusterNodes(masters=3, require_full_coverage=full_coverage) as nodes:
         yield nodes
 
 
@@ -111,21 +113,55 @@ def skus_on(nodes: RedisClusterNodes, index: int, count: int) -> list[str]:
     return [s for s in names if nodes.server_for(SkuKeys(s).stock) is nodes.servers[index]][:count]
 
 
+def wait_until_marked_failed(nodes: RedisClusterNodes, down: int, timeout: float = 15) -> None:
+    """Until a surviving master has marked the stopped one failed (past the node timeout):
+    from then on, a cluster that requires full coverage refuses every key."""
+    survivor = nodes.servers[(down + 1) % len(nodes.servers)]
+    address = f"127.0.0.1:{nodes.servers[down].port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        with survivor.admin(decode_responses=True) as admin:
+            flags = admin.execute_command("CLUSTER NODES")[address]["flags"].split(",")
+        if "fail" in flags:
+            return
+        assert time.monotonic() < deadline, f"master {down} never marked failed: {flags}"
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("down", [0, 1], ids=["the-url-node-down", "another-master-down"])
 @pytest.mark.parametrize("strategy", ["lua", "lock"])
-def test_a_master_down_fails_its_skus_promptly_and_spares_the_others(one_master_down, strategy):
-    nodes = one_master_down
+def test_a_master_down_fails_its_skus_promptly_and_spares_the_others(own_cluster, strategy,
+                                                                      down):
+    master_down_spares_the_others(own_cluster, strategy, down)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("own_cluster", [True], indirect=True, ids=["full-coverage"])
+def test_requiring_full_coverage_fails_every_sku(own_cluster):
+    """The control: with cluster-require-full-coverage yes, the same check fails once the
+    stopped master is marked failed."""
+    with pytest.raises(AssertionError, match="marked failed"):
+        master_down_spares_the_others(own_cluster, "lua", 1)
+
+
+def master_down_spares_the_others(nodes: RedisClusterNodes, strategy: str, down: int) -> None:
     app = create_app({"redis_url": nodes.url, "redis_cluster": True, "replica_id": "r",
                       "order_strategy": strategy, "redis_timeout_ms": 300,
                       "lock_wait_ms": 10_000})
     client = app.test_client()
-    down, up = skus_on(nodes, 1, 1)[0], skus_on(nodes, 0, 1)[0]
-    for sku in (down, up):
+    lost, kept = skus_on(nodes, down, 1)[0], skus_on(nodes, (down + 1) % 3, 1)[0]
+    for sku in (lost, kept):
         assert client.put(f"/stock/{sku}", json={"quantity": 5}).status_code == 200
-    nodes.servers[1].stop()
+    nodes.servers[down].stop()
 
-    started = time.monotonic()
-    answer = client.post("/orders", json={"sku": down})
-    assert answer.status_code == 503 and answer.content_type == "application/problem+json"
-    assert time.monotonic() - started < 2.0  # not LOCK_WAIT_MS
-    assert client.get(f"/stock/{down}").status_code == 503
-    assert client.post("/orders", json={"sku": up}).status_code == 201
+    for phase in ("just stopped", "marked failed"):
+        if phase == "marked failed":
+            wait_until_marked_failed(nodes, down)
+        started = time.monotonic()
+        answer = client.post("/orders", json={"sku": lost})
+        assert answer.status_code == 503 and answer.content_type == "application/problem+json"
+        assert time.monotonic() - started < 2.0, phase  # not LOCK_WAIT_MS
+        assert client.get(f"/stock/{lost}").status_code == 503
+        assert client.post("/orders", json={"sku": kept}).status_code == 201, phase
+        assert client.get("/readyz").status_code == 200, phase  # other masters answer
