@@ -27,3 +27,62 @@ access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms replica=%({x-replica}o)s'
 control_socket_disable = True
 # Where workers keep their heartbeat files; /dev/shm suits a read-only root file system.
 worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR") or None
+
+# Prometheus metrics (service/metrics.py) in prometheus_client's multiprocess mode: every worker
+# writes its values to files in PROMETHEUS_MULTIPROC_DIR, and a scrape of any worker adds up
+# all the files. The variable must be set before a worker imports prometheus_client, which
+# on_starting does (so not with preload_app, which would import the app before it). Set, the
+# directory is emptied of the last run's files at start (a restarted container keeps its
+# emptyDir); unset, each master makes a temporary directory of its own, removed at exit (and,
+# if the master was killed, by the next master to start on the machine).
+_metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+_METRICS_DIR_PREFIX = "order-service-metrics-"
+_made_metrics_dir = None  # (path, pid) of the directory this master made
+
+
+def _remove_orphaned_metrics_dirs(parent):
+    import shutil
+
+    for entry in os.scandir(parent):
+        pid = entry.name[len(_METRICS_DIR_PREFIX):].split("-")[0]
+        if not (entry.name.startswith(_METRICS_DIR_PREFIX) and pid.isdigit()):
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # its master is gone without cleaning up
+            shutil.rmtree(entry.path, ignore_errors=True)
+        except OSError:  # alive (someone else's process, maybe): leave it
+            pass
+
+
+def on_starting(server):
+    global _made_metrics_dir
+    import glob
+    import tempfile
+
+    if _metrics_dir:
+        os.makedirs(_metrics_dir, exist_ok=True)
+        for stale in glob.glob(os.path.join(_metrics_dir, "*.db")):
+            os.remove(stale)
+        path = _metrics_dir
+    else:
+        _remove_orphaned_metrics_dirs(tempfile.gettempdir())
+        path = tempfile.mkdtemp(prefix=f"{_METRICS_DIR_PREFIX}{os.getpid()}-")
+        _made_metrics_dir = (path, os.getpid())
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    server.log.info("metrics: worker files in %s", path)
+
+
+def child_exit(server, worker):
+    # Drops a dead worker's "live" gauges; its counters and histograms stay in the sum, so
+    # the totals never go back when a worker is replaced.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    if _made_metrics_dir is not None and _made_metrics_dir[1] == os.getpid():
+        import shutil
+
+        shutil.rmtree(_made_metrics_dir[0], ignore_errors=True)

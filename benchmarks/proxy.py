@@ -2,14 +2,16 @@
 
 It adds latency to every chunk in both directions and drops connections: at random (a
 probability per reply chunk, so requests reach Redis but their answers are lost, the worst
-case for retries), or all at once on demand. It listens on 127.0.0.1 only and runs its own
-asyncio loop in a daemon thread until ``stop``.
+case for retries), or all at once on demand. With ``ssl_context`` it terminates TLS in front of
+a Redis built without it. It listens on 127.0.0.1 only and runs its own asyncio loop in a
+daemon thread until ``stop``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import ssl
 import threading
 
 from .redis_server import free_port
@@ -17,8 +19,10 @@ from .redis_server import free_port
 
 class FlakyProxy:
     def __init__(self, upstream_port: int, latency_s: float = 0.0,
-                 drop_probability: float = 0.0, seed: int = 0) -> None:
+                 drop_probability: float = 0.0, seed: int = 0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.upstream_port = upstream_port
+        self.ssl_context = ssl_context
         self.port = free_port()
         self.latency_s = latency_s
         self.drop_probability = drop_probability
@@ -32,12 +36,14 @@ class FlakyProxy:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        scheme = "rediss" if self.ssl_context else "redis"
+        return f"{scheme}://127.0.0.1:{self.port}/0"
 
     def start(self) -> FlakyProxy:
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._handle, "127.0.0.1", self.port), self._loop).result(10)
+            asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self.ssl_context),
+            self._loop).result(10)
         return self
 
     def cut_all(self) -> None:

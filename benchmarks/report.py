@@ -21,6 +21,7 @@ THROUGHPUT_COLUMNS = [
     ("errors", "errors"), ("oversold", "oversold"),
 ]
 MASTERS_COLUMNS = [("masters", "masters"), *THROUGHPUT_COLUMNS]
+METRICS_COLUMNS = [("metrics", "metrics"), ("round", "round"), *THROUGHPUT_COLUMNS]
 LOCK_COLUMNS = [
     ("lock", "lock"), ("acquisitions_per_s", "acq/s"), ("wait_p50_ms", "wait p50 ms"),
     ("wait_p99_ms", "wait p99 ms"), ("wait_max_ms", "wait max ms"), ("timeouts", "timeouts"),
@@ -142,7 +143,8 @@ def write(out: Path, results: dict[str, Any]) -> list[Path]:
             lines += ["```", section["text"], "```"]
         if section.get("rows"):
             columns = {"lock": LOCK_COLUMNS, "faults": FAULT_COLUMNS,
-                       "masters": MASTERS_COLUMNS}.get(name, THROUGHPUT_COLUMNS)
+                       "masters": MASTERS_COLUMNS,
+                       "metrics": METRICS_COLUMNS}.get(name, THROUGHPUT_COLUMNS)
             lines.append(table(section["rows"], columns, markdown=True))
         for note in section.get("notes", []):
             lines += ["", note]

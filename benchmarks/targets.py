@@ -9,6 +9,7 @@ LUA_ORDERS_PER_S = 2500
 LOCK_ORDERS_PER_S = 800
 LOCK_P99_MS = 100
 FENCED_P99_SHARE = 0.2
+METRICS_COST_PERCENT = 5.0
 
 
 def _best(rows: list[dict], strategy: str, ok=lambda row: True) -> dict | None:
@@ -72,4 +73,10 @@ def check(scenarios: dict[str, Any]) -> list[dict[str, str]]:
     add("faults: every unsafe variant fails the same check, as expected",
         f"{sum(r['as_expected'] for r in unsafe)} of {len(unsafe)} fail" if unsafe else "-",
         all(r["as_expected"] for r in unsafe) if unsafe else None)
+    summary = scenarios.get("metrics", {}).get("summary")
+    add(f"metrics cost on lua throughput < {METRICS_COST_PERCENT:g} %",
+        f"{summary['cost_percent']:.1f} % ({summary['on_orders_per_s']:,.0f} vs "
+        f"{summary['off_orders_per_s']:,.0f} orders/s, median of {summary['rounds']} rounds)"
+        if summary else "-",
+        summary["cost_percent"] < METRICS_COST_PERCENT if summary else None)
     return checks

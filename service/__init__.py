@@ -10,7 +10,7 @@ from flask import Flask
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from . import api, errors, logs
+from . import api, errors, logs, metrics, openapi
 from .config import Settings
 from .orders import OrderService
 
@@ -52,4 +52,6 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.extensions["order_service"] = OrderService(settings, connect(settings))
     errors.register(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(openapi.bp)
+    metrics.init_app(app, settings)
     return app

@@ -128,6 +128,9 @@ REDIS_ERRORS = (redis.RedisError, RedisClusterException)
 
 
 def _from_redis_error(exc: Exception) -> Response:
+    from . import metrics  # it imports this module
+
+    metrics.redis_error(exc)
     log.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
     return _from_problem(Unavailable(f"Redis did not answer in time ({type(exc).__name__})"))
 

@@ -1,4 +1,4 @@
-"""What every order leaves behind: one log line (human or JSON).
+"""What every order leaves behind: one log line (human or JSON), and its metrics.
 
 ``order_finished`` is called once per order request that got as far as the domain, whatever
 its outcome, from the HTTP layer that knows the request id and the latency.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from . import metrics
 from .model import OrderRequest, Outcome
 
 log = logging.getLogger("service.orders")
@@ -20,6 +21,7 @@ def outcome_name(outcome: Outcome) -> str:
 def order_finished(request: OrderRequest, result: str, latency_s: float, request_id: str,
                    outcome: Outcome | None = None) -> None:
     """``result``: "created", "out-of-stock", or the problem slug the order failed with."""
+    metrics.order_finished(request.strategy, result, latency_s)
     latency_ms = round(latency_s * 1000, 2)
     fields = {
         "replica": request.replica, "strategy": request.strategy, "sku": request.sku,

@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any
 
+from . import metrics
 from .errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -67,20 +68,23 @@ class LeaseWatchdog:
 
     def _renew(self, handle: int, entry: dict[str, Any]) -> None:
         lock, lease_ms = entry["lock"], entry["lease_ms"]
+        result = "renewed"
         try:
             held = lock.lua_reacquire(keys=[lock.name], args=[entry["token"], lease_ms],
                                       client=lock.redis)
         except REDIS_ERRORS as exc:  # try again soon; the lease may still save us
             log.warning("lease of %s not renewed: %s", lock.name, exc)
-            held = True
+            held, result = True, "error"
         with self._cond:
-            if handle not in self._entries:
-                return
-            if not held:
-                entry["lost"] = True
+            watched = handle in self._entries  # else the holder let go meanwhile
+            if watched and held:
+                heapq.heappush(self._heap, (time.monotonic() + lease_ms / 3000, handle, None))
+            elif watched:
+                entry["lost"], result = True, "lost"
                 log.warning("lock %s was lost before its holder finished", lock.name)
+            elif not held:  # released, not lost: nothing to tell
                 return
-            heapq.heappush(self._heap, (time.monotonic() + lease_ms / 3000, handle, None))
+        metrics.lease_renewal(result)
 
 
 WATCHDOG = LeaseWatchdog()

@@ -789,6 +789,26 @@ def test_gunicorn_in_the_pod_binds_the_container_port_and_drains_in_time(manifes
     assert pod["terminationGracePeriodSeconds"] > pause + config["graceful_timeout"]
 
 
+def test_metrics_files_are_on_a_memory_volume_and_scraped_on_the_http_port(manifests, stages):
+    """gunicorn's workers write their metrics to PROMETHEUS_MULTIPROC_DIR: on a read-only root
+    file system it must be a mounted volume (in memory: the files are mmapped)."""
+    from service import create_app
+
+    deployment = find(manifests, "Deployment", "order-service")
+    spec = container(deployment)
+    directory = resolved_environment(manifests, stages)["PROMETHEUS_MULTIPROC_DIR"]
+    mounts = {m["mountPath"]: m["name"] for m in spec.get("volumeMounts", [])}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert directory in mounts, f"PROMETHEUS_MULTIPROC_DIR {directory} is not a mounted volume"
+    assert volumes[mounts[directory]].get("emptyDir", {}).get("medium") == "Memory"
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == port_number(spec, "http")
+    app = create_app({"redis_url": "redis://127.0.0.1:1/0", "replica_id": "scrape-check"})
+    get_routes = {rule.rule for rule in app.url_map.iter_rules() if "GET" in rule.methods}
+    assert annotations["prometheus.io/path"] in get_routes
+
+
 # --- Structure ------------------------------------------------------------------------------
 
 

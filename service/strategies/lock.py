@@ -16,6 +16,7 @@ from typing import Any
 import redis
 from redis.client import Pipeline
 
+from .. import metrics
 from ..config import Settings
 from ..errors import REDIS_ERRORS, LockLost, LockTimeout
 from ..lock import FencedLock, LockError, holder_token
@@ -71,6 +72,7 @@ class ReadDecideWrite:
             if released:
                 lock.forget()
             if not written:
+                metrics.fencing_refused()
                 raise LockLost(
                     f"The lock on {order.request.sku} passed to another holder before this "
                     "order was written; nothing was recorded"
@@ -93,9 +95,12 @@ class LockStrategy(ReadDecideWrite):
             blocking_timeout=self.settings.lock_wait_ms / 1000,
             renew=self.settings.lock_renewal,
         )
+        started = time.perf_counter()  # a wait that Redis failed is a Redis error, not a wait
         reads = lock.acquire_and_read(self.queue_reads(order),
                                       token=holder_token(self.settings.replica_id))
+        metrics.lock_waited(time.perf_counter() - started)
         if reads is None:
+            metrics.lock_timed_out()
             raise LockTimeout(
                 f"The lock on {order.request.sku} was busy for "
                 f"{self.settings.lock_wait_ms} ms; nothing was recorded"
