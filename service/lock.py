@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.client import Pipeline
+from redis.cluster import RedisCluster
 from redis.exceptions import ConnectionError, LockError, LockNotOwnedError, TimeoutError
 from redis.lock import Lock
 
@@ -55,6 +56,9 @@ REGISTRATION_GRACE_S = 1.0
 # Between calls again after a waiter lost an answer: a Redis that refuses connections is not
 # hammered in a loop for the rest of the wait.
 RETRY_PAUSE_S = 0.02
+# Calls again (RETRY_PAUSE_S apart) after a failed first call, before giving up: the answer may
+# have been lost after the script ran. Few, so that a Redis that is down gets a prompt 503.
+UNQUEUED_RETRIES = 2
 _NOT_QUEUED = -1
 
 
@@ -172,6 +176,7 @@ class FencedLock(Lock):
         deadline = None if blocking_timeout is None else time.monotonic() + blocking_timeout
         grant_list = self.grant_prefix.encode() + token
         queued = False  # this caller waits in the lock's queue (it got an answer saying so)
+        unqueued_failures = 0
         try:
             while True:
                 try:
@@ -190,7 +195,7 @@ class FencedLock(Lock):
                     if wait < MIN_BLOCK_S:
                         time.sleep(wait)
                         continue
-                    pipe = self.redis.pipeline(transaction=False)
+                    pipe = self._pipeline()
                     pipe.blpop([grant_list], timeout=wait)
                     if queue_reads is not None:
                         queue_reads(pipe)
@@ -204,9 +209,12 @@ class FencedLock(Lock):
                     # handed over), the lock sits on this token without a grant until its
                     # lease ends, and then this caller takes it: one lease lost, never two
                     # holders (see lock_acquire.lua). A caller that never got into the queue
-                    # fails at once: Redis is down, and retrying would spin until the deadline.
+                    # calls again only UNQUEUED_RETRIES times: Redis is likely down, and
+                    # retrying until the deadline would only delay the 503.
                     holding = getattr(self.local, "token", None) is not None
-                    if holding or not queued or deadline is None \
+                    if not queued:
+                        unqueued_failures += 1
+                    if holding or unqueued_failures > UNQUEUED_RETRIES or deadline is None \
                             or time.monotonic() >= deadline:
                         raise
                     log.debug("lock %s: wait interrupted (%s), waiting on", self.name, exc)
@@ -233,10 +241,21 @@ class FencedLock(Lock):
             until_next_call = min(until_next_call, deadline - time.monotonic())
         return max(1, math.ceil(until_next_call * 1000))
 
+    def _pipeline(self) -> Pipeline:
+        """A pipeline to the lock's own Redis. On a cluster, the client of the master that
+        serves the lock: its commands stay in order on one connection (reads queued behind
+        the BLPOP run after it), and it does not re-send them after a connection error as a
+        cluster pipeline would. Keys of other slots get MOVED there: an error, not a wrong
+        read."""
+        if isinstance(self.redis, RedisCluster):
+            node = self.redis.get_node_from_key(self.name)
+            return self.redis.get_redis_connection(node).pipeline(transaction=False)
+        return self.redis.pipeline(transaction=False)
+
     def _read(self, queue_reads: Callable[[Pipeline], None] | None) -> list[Any]:
         if queue_reads is None:
             return []
-        pipe = self.redis.pipeline(transaction=False)
+        pipe = self._pipeline()
         queue_reads(pipe)
         return pipe.execute()
 
