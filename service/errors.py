@@ -10,9 +10,9 @@ import logging
 from typing import Any
 
 import redis
-from flask import Flask, Response, json
+from flask import Flask, Response, current_app, json
 from redis.exceptions import RedisClusterException
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,9 @@ def _from_problem(exc: Problem) -> Response:
 
 
 def _from_http_exception(exc: HTTPException) -> Response:
+    if isinstance(exc, RequestEntityTooLarge):  # a chunked body over the limit: ours, too
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        return _from_problem(PayloadTooLarge(f"The body must be at most {limit} bytes"))
     slug = (exc.name or "error").lower().replace(" ", "-")
     response = problem_response(exc.code or 500, slug, exc.name, exc.description or exc.name)
     for name, value in exc.get_headers():

@@ -711,6 +711,9 @@ def environment_problems(manifests: list[dict]) -> list[str]:
     url = environment.get("REDIS_URL", {}).get("value", "")
     if urlsplit(url).password or urlsplit(url).username:
         problems.append("REDIS_URL carries credentials")
+    token = environment.get("ADMIN_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef")
+    if token != {"name": "order-service", "key": "admin-token"}:
+        problems.append("ADMIN_TOKEN does not come from the Secret order-service")
     return problems
 
 
@@ -722,13 +725,14 @@ def test_environment_check_reports_what_is_wrong(manifests):
     broken = copy.deepcopy(manifests)
     find(broken, "ConfigMap", "order-service")["data"]["ORDER_STRATEGIE"] = "lock"
     env = container(find(broken, "Deployment", "order-service"))["env"]
-    env[:] = [entry for entry in env if entry["name"] != "REPLICA_ID"]
+    env[:] = [entry for entry in env if entry["name"] not in ("REPLICA_ID", "ADMIN_TOKEN")]
     env.append({"name": "REDIS_URL", "value": "redis://:hunter2@redis-0.redis:6379/0"})
     assert environment_problems(broken) == [
         "ORDER_STRATEGIE is set but nothing reads it",
         "REPLICA_ID is not set",
         "REPLICA_ID is not the pod's name",
         "REDIS_URL carries credentials",
+        "ADMIN_TOKEN does not come from the Secret order-service",
     ]
 
 
@@ -1080,6 +1084,11 @@ def test_benchmark_job_runs_the_seed_experiment_against_the_service(manifests):
     env = {e["name"]: e.get("value", "") for e in container(job).get("env", [])}
     for path in (str(args.out), env.get("MPLCONFIGDIR", "")):
         assert any(path.startswith(m["mountPath"].rstrip("/") + "/") for m in mounts), path
+    # It sets the stock, which the service guards with its admin token: the same Secret.
+    deployment_token = next(e for e in container(find(manifests, "Deployment", "order-service"))
+                            ["env"] if e["name"] == "ADMIN_TOKEN")
+    job_token = next(e for e in container(job)["env"] if e["name"] == "ADMIN_TOKEN")
+    assert job_token["valueFrom"] == deployment_token["valueFrom"]
 
 
 def test_benchmark_job_pods_are_not_replicas(manifests):

@@ -209,7 +209,7 @@ def test_error_answers_are_described(make_app, described):
                          headers={**AUTH, "Content-Type": "application/json",
                                   "Transfer-Encoding": "chunked"},
                          environ_overrides={"wsgi.input_terminated": True})
-    assert_described(described, stock, chunked, 413, "request-entity-too-large")
+    assert_described(described, stock, chunked, 413, "payload-too-large")
     assert_described(described, stock, client.put("/stock/a/b", json={"quantity": 1},
                                                   headers=AUTH), 404, "not-found")
     assert_described(described, stock, client.get("/stock/a/b"), 404, "not-found")
