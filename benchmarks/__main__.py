@@ -8,10 +8,7 @@ with ``--target`` it runs against replicas already running and starts nothing.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -19,16 +16,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
-from tqdm import tqdm
-
 from . import report
-from .cluster import ROOT, LocalCluster
+from .cluster import LocalCluster
 from .fault_scenarios import SCENARIOS as FAULTS
 from .faults import run_variant
-from .load import Result
 from .lockbench import run_lock_benchmark
 from .memory import memory
+from .metrics_cost import run_metrics_scenario
+from .progress import Progress
 from .redis_server import connect
 from .seed import format_table, run_seed
 from .targets import check
@@ -37,7 +32,6 @@ from .throughput import run_level
 SCENARIOS = ("seed", "throughput", "spread", "masters", "replicas", "lock", "faults", "metrics")
 DEFAULT_SCENARIOS = ("seed", "throughput")
 LOCAL_ENV = {"ENABLE_UNSAFE_STRATEGY": "1"}  # so the `none` control can run
-METRICS_CONCURRENCY = 32
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -82,32 +76,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.strategy_list = [s for s in args.strategies.split(",") if s]
     args.concurrency_list = [int(c) for c in args.concurrency.split(",") if c]
     return args
-
-
-class Progress:
-    """One bar over the levels of a scenario; the live request count in its postfix."""
-
-    def __init__(self, total: int, name: str) -> None:
-        # disable=None: a live bar on a terminal, nothing in a log or CI.
-        self.bar = tqdm(total=total, desc=name, unit="level", leave=False, file=sys.stderr,
-                        disable=None)
-        self.label = ""
-        self.count = 0
-
-    def level(self, label: str) -> None:
-        self.label, self.count = label, 0
-        self.bar.set_postfix_str(label)
-
-    def on_done(self, _: Result) -> None:
-        self.count += 1
-        if self.count % 250 == 0:
-            self.bar.set_postfix_str(f"{self.label} {self.count} requests", refresh=True)
-
-    def advance(self) -> None:
-        self.bar.update()
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def run_seed_scenario(urls: list[str]) -> dict[str, Any]:
@@ -193,116 +161,6 @@ def run_faults_scenario(args: argparse.Namespace) -> dict[str, Any]:
     progress.close()
     notes = [f"{row['scenario']}, {row['variant']}: {row['fault']}." for row in rows]
     return {"rows": rows, "notes": notes}
-
-
-def median(numbers: list[float]) -> float:
-    ordered = sorted(numbers)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
-
-
-def metrics_status(url: str) -> tuple[int, float]:
-    """GET /metrics: its status, and the lua orders created that it counts (0 if none)."""
-    try:
-        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
-            text = response.read().decode()
-    except urllib.error.HTTPError as error:
-        return error.code, 0.0
-    created = sum(sample.value for family in text_string_to_metric_families(text)
-                  for sample in family.samples if sample.name == "orders_total"
-                  and sample.labels == {"strategy": "lua", "outcome": "created"})
-    return 200, created
-
-
-RECORDING_CODE = """
-import timeit
-from service import metrics
-metrics.configure(True)
-calls = 50_000
-print(timeit.timeit(lambda: metrics.order_finished("lua", "created", 0.01), number=calls) / calls)
-"""
-
-
-def recording_us_per_order() -> float:
-    """What recording one order costs by itself (its counter and latency histogram, in
-    multiprocess mode as under gunicorn), in microseconds: a figure free of the load's noise."""
-    with tempfile.TemporaryDirectory() as directory:
-        result = subprocess.run([sys.executable, "-c", RECORDING_CODE], cwd=ROOT,
-                                env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": directory},
-                                capture_output=True, text=True, timeout=120, check=True)
-    return float(result.stdout) * 1e6
-
-
-def run_metrics_scenario(args: argparse.Namespace) -> dict[str, Any]:
-    """What the Prometheus metrics cost: lua throughput with METRICS_ENABLED on, then off.
-
-    One local cluster holds both: --replicas replicas with the metrics on and as many with
-    them off, on one Redis, each in multiprocess mode with a metrics directory of its own.
-    The load goes to one set at a time (the other idles), alternating which goes first in
-    each round, after an unrecorded warm-up of each, so drift and noise fall on both.
-    """
-    count = args.replicas
-    settings = {"on": "1", "off": "0"}
-    replica_env = {index: {"METRICS_ENABLED": settings["on" if index <= count else "off"]}
-                   for index in range(1, 2 * count + 1)}
-    # An empty PROMETHEUS_MULTIPROC_DIR: each replica gets a fresh one (see gunicorn.conf.py),
-    # whatever this shell has set.
-    env = {**LOCAL_ENV, "PROMETHEUS_MULTIPROC_DIR": ""}
-    rounds = [("on", "off") if number % 2 else ("off", "on")
-              for number in range(1, args.metrics_rounds + 1)]
-    progress = Progress(2 + 2 * len(rounds), "metrics")
-    rows = []
-    with LocalCluster(replicas=2 * count, workers=args.workers, env=env,
-                      replica_env=replica_env, redis=args.redis,
-                      masters=args.masters) as cluster:
-        urls = {"on": cluster.urls[:count], "off": cluster.urls[count:]}
-        for setting, status in (("on", 200), ("off", 404)):  # each set is what it says
-            for url in urls[setting]:
-                if metrics_status(url)[0] != status:
-                    raise RuntimeError(f"{url}/metrics is not {status} with metrics {setting}")
-        warm_up = {}
-        for setting in ("on", "off"):
-            progress.level(f"warm-up, metrics {setting}")
-            warm_up[setting] = run_level(urls[setting], "metrics-warmup", "lua",
-                                         METRICS_CONCURRENCY, min(1.0, args.duration), 1,
-                                         count).created
-            progress.advance()
-        for number, order in enumerate(rounds, start=1):
-            for setting in order:
-                progress.level(f"round {number}, metrics {setting}")
-                row = run_level(urls[setting], "metrics", "lua", METRICS_CONCURRENCY,
-                                args.duration, 1, count, on_done=progress.on_done)
-                rows.append({"metrics": setting, "round": number, **row.as_dict()})
-                progress.advance()
-        # The metrics' own count of what the "on" replicas created (warm-up included).
-        counted = sum(metrics_status(url)[1] for url in urls["on"])
-    progress.close()
-    rates = {setting: [r["orders_per_s"] for r in rows if r["metrics"] == setting]
-             for setting in settings}
-    on, off = median(rates["on"]), median(rates["off"])
-    cost = (off - on) / off * 100 if off else 0.0
-    summary = {"rounds": len(rounds), "concurrency": METRICS_CONCURRENCY, "replicas": count,
-               "on_orders_per_s": round(on, 1), "off_orders_per_s": round(off, 1),
-               "cost_percent": round(cost, 2),
-               "created_with_metrics": warm_up["on"] + sum(r["created"] for r in rows
-                                                           if r["metrics"] == "on"),
-               "counted_by_metrics": int(counted),
-               "recording_us_per_order": round(recording_us_per_order(), 2)}
-    spread = {setting: f"{min(values):,.0f}-{max(values):,.0f}"
-              for setting, values in rates.items()}
-    notes = [f"lua orders/s at {METRICS_CONCURRENCY} clients on one SKU, {count} replica(s) "
-             f"with METRICS_ENABLED=1 vs {count} with 0 (same Redis, load on one set at a "
-             f"time), median of {len(rounds)} rounds: {on:,.0f} with metrics (range "
-             f"{spread['on']}), {off:,.0f} without (range {spread['off']}): the metrics cost "
-             f"{cost:.1f} % of the throughput (negative: within the noise). No scrape ran "
-             "during the load. After it, the metrics of the replicas with them on counted "
-             f"{int(counted):,} lua orders created, of {summary['created_with_metrics']:,} "
-             "answered 201 (warm-up included).",
-             f"Recording one order by itself (its counter and latency histogram, multiprocess "
-             f"mode) takes {summary['recording_us_per_order']:.1f} µs; at {on:,.0f} orders/s on "
-             f"{os.cpu_count()} cores, an order costs the machine "
-             f"{(os.cpu_count() or 1) / on * 1e6 if on else 0:,.0f} µs of CPU time in all."]
-    return {"rows": rows, "summary": summary, "notes": notes}
 
 
 def run_all(urls: list[str], args: argparse.Namespace, redis_url: str | None,

@@ -433,7 +433,8 @@ def test_every_worker_is_counted(tmp_path):
 
 @pytest.mark.slow
 def test_benchmark_measures_the_cost_of_the_metrics(tmp_path):
-    from benchmarks.__main__ import main, median
+    from benchmarks.__main__ import main
+    from benchmarks.metrics_cost import median
 
     code = main(["--scenario", "metrics", "--replicas", "1", "--duration", "0.3",
                  "--metrics-rounds", "2", "--out", str(tmp_path)])
