@@ -53,9 +53,17 @@ class FlakyProxy:
     def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-            self.cut_all()
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    async def _shutdown(self) -> None:
+        """Close every connection and end every connection's task before the loop stops."""
+        await self._close_all()
+        tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     def __enter__(self) -> FlakyProxy:
         return self.start()
