@@ -149,6 +149,14 @@ def run_replicas_scenario(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": rows}
 
 
+def run_lock_scenario(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
+    rows = [r.as_dict() for r in run_lock_benchmark(
+        redis_url, duration_s=args.lock_duration, cluster=args.redis == "cluster")]
+    return {"rows": rows, "notes": [
+        "3 processes x 8 threads take and release one lock as fast as they can; "
+        "fairness = fewest / most acquisitions of any process."]}
+
+
 def run_faults_scenario(args: argparse.Namespace) -> dict[str, Any]:
     runs = [(FAULTS[name], variant) for name in args.fault_list
             for variant in FAULTS[name].variants]
@@ -169,59 +177,42 @@ def run_all(urls: list[str], args: argparse.Namespace, redis_url: str | None,
     if "seed" in args.scenarios:
         scenarios["seed"] = run_seed_scenario(urls)
         print(scenarios["seed"]["text"] + "\n", flush=True)
-    for name, skus in (("throughput", 1), ("spread", args.spread_skus)):
-        if name in args.scenarios:
-            scenarios[name] = run_levels(urls, name, args, skus, len(urls))
-            print(f"{name} ({skus} SKU{'s' if skus > 1 else ''}, {len(urls)} replicas, "
-                  f"{args.duration:g} s per level)")
-            print(report.table(scenarios[name]["rows"], report.THROUGHPUT_COLUMNS))
-            for note in scenarios[name]["notes"]:
-                print(note)
-            print(flush=True)
-    if "masters" in args.scenarios:
-        if cluster is None:
-            print("masters: skipped, it starts its own local clusters (no --target)\n")
-        else:
-            scenarios["masters"] = run_masters_scenario(args)
-            print(f"masters (spread, {args.spread_skus} SKUs, on a Redis Cluster of 1 and of "
-                  f"{args.masters} masters)")
-            print(report.table(scenarios["masters"]["rows"], report.MASTERS_COLUMNS) + "\n")
-    if "replicas" in args.scenarios:
-        if cluster is None:
-            print("replicas: skipped, it starts its own local clusters (no --target)\n")
-        else:
-            scenarios["replicas"] = run_replicas_scenario(args)
-            print("replicas")
-            print(report.table(scenarios["replicas"]["rows"], report.THROUGHPUT_COLUMNS) + "\n")
-    if "lock" in args.scenarios:
-        if redis_url is None:
-            print("lock: skipped, give --redis-url with --target\n")
-        else:
-            rows = [r.as_dict() for r in run_lock_benchmark(
-                redis_url, duration_s=args.lock_duration, cluster=args.redis == "cluster")]
-            scenarios["lock"] = {"rows": rows, "notes": [
-                "3 processes x 8 threads take and release one lock as fast as they can; "
-                "fairness = fewest / most acquisitions of any process."]}
-            print("lock (3 processes x 8 threads, one lock name)")
-            print(report.table(rows, report.LOCK_COLUMNS) + "\n")
-    if "faults" in args.scenarios:
-        if cluster is None or args.redis == "cluster":
-            print("faults: skipped, it injects faults into one local Redis and replicas it "
-                  "starts (no --target, no --redis cluster)\n")
-        else:
-            scenarios["faults"] = run_faults_scenario(args)
-            print("faults (3 replicas and a Redis started afresh for each row; customers "
-                  "retry with their Idempotency-Key)")
-            print(report.table(scenarios["faults"]["rows"], report.FAULT_COLUMNS))
-            print("\n".join(scenarios["faults"]["notes"]) + "\n", flush=True)
-    if "metrics" in args.scenarios:
-        if cluster is None:
-            print("metrics: skipped, it starts its own local cluster (no --target)\n")
-        else:
-            scenarios["metrics"] = run_metrics_scenario(args)
-            print("metrics (lua throughput with the Prometheus metrics on and off)")
-            print(report.table(scenarios["metrics"]["rows"], report.METRICS_COLUMNS))
-            print("\n".join(scenarios["metrics"]["notes"]) + "\n", flush=True)
+    own_processes = None if cluster else "it starts its own local processes (no --target)"
+    levels = f"{len(urls)} replicas, {args.duration:g} s per level"
+    sections = [  # name, why it is skipped (or None), how to run it, its title, its columns
+        ("throughput", None, lambda args: run_levels(urls, "throughput", args, 1, len(urls)),
+         f"throughput (1 SKU, {levels})", report.THROUGHPUT_COLUMNS),
+        ("spread", None,
+         lambda args: run_levels(urls, "spread", args, args.spread_skus, len(urls)),
+         f"spread ({args.spread_skus} SKUs, {levels})", report.THROUGHPUT_COLUMNS),
+        ("masters", own_processes, run_masters_scenario,
+         f"masters (spread, {args.spread_skus} SKUs, on a Redis Cluster of 1 and of "
+         f"{args.masters} masters)", report.MASTERS_COLUMNS),
+        ("replicas", own_processes, run_replicas_scenario, "replicas",
+         report.THROUGHPUT_COLUMNS),
+        ("lock", None if redis_url else "give --redis-url with --target",
+         lambda args: run_lock_scenario(args, redis_url),
+         "lock (3 processes x 8 threads, one lock name)", report.LOCK_COLUMNS),
+        ("faults", own_processes or ("it needs one local Redis (no --redis cluster)"
+                                     if args.redis == "cluster" else None),
+         run_faults_scenario, "faults (3 replicas and a Redis started afresh for each row; "
+         "customers retry with their Idempotency-Key)", report.FAULT_COLUMNS),
+        ("metrics", own_processes, run_metrics_scenario,
+         "metrics (lua throughput with the Prometheus metrics on and off)",
+         report.METRICS_COLUMNS),
+    ]
+    for name, skipped, run, title, columns in sections:
+        if name not in args.scenarios:
+            continue
+        if skipped:
+            print(f"{name}: skipped, {skipped}\n")
+            continue
+        scenarios[name] = run(args)
+        print(title)
+        print(report.table(scenarios[name]["rows"], columns))
+        for note in scenarios[name].get("notes", []):
+            print(note)
+        print(flush=True)
     if cluster is not None:
         measured = memory(cluster)
         rss = ", ".join(f"{name} {mib} MiB" for name, mib in
