@@ -26,7 +26,7 @@ from .customers import Customer, Plan, Shoppers, resolve
 from .invariants import Tally, tally
 from .proxy import FlakyProxy
 from .redis_server import RedisServer
-from .seed import http_json
+from .seed import put_stock
 from .throughput import percentile
 
 
@@ -188,9 +188,7 @@ def run_variant(scenario: Scenario, variant: Variant, scale: float = 1.0) -> Fau
             redis.Redis.from_url(server.url, decode_responses=True) as client:
         sku = f"{scenario.name}-{variant.strategy}"
         stock = round(size.customers * scenario.stock_share)
-        status, _ = http_json("PUT", f"{cluster.urls[0]}/stock/{sku}", {"quantity": stock})
-        if status != 200:
-            raise RuntimeError(f"PUT /stock/{sku} answered {status}")
+        put_stock(cluster.urls[0], sku, stock)
         plan = Plan(cluster.urls, sku, variant.strategy, size.customers, size.rate_per_s,
                     with_key=variant.with_key)
         stage = Stage(cluster, Shoppers(plan).start(), client, sku, server, proxy, env,
@@ -228,6 +226,3 @@ def latency_summary(answers: list) -> str:
         return "no answers"
     return f"p50 {percentile(latencies, 0.5):,.0f} ms, max {latencies[-1]:,.0f} ms"
 
-
-def signal_holder(stage: Stage, signum: int) -> None:
-    stage.cluster.replicas[0].signal(signum)

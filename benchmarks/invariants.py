@@ -27,7 +27,10 @@ class Books:
         self.stock = int(stock or 0)
         self.sold = int(sold or 0)
         self.supplied = int(supplied or 0)
-        self.orders = [client.hgetall(key) for key in client.scan_iter(keys.order("*"))]
+        pipe = client.pipeline(transaction=False)  # one round trip for all the records
+        for key in client.scan_iter(keys.order("*"), count=1000):
+            pipe.hgetall(key)
+        self.orders = pipe.execute()
 
     @property
     def missing(self) -> int:

@@ -12,7 +12,7 @@ from service.keys import SkuKeys
 
 from .cluster import LocalCluster
 from .load import closed_loop
-from .seed import http_json
+from .seed import put_stock
 
 
 def memory(cluster: LocalCluster) -> dict[str, Any]:
@@ -22,7 +22,7 @@ def memory(cluster: LocalCluster) -> dict[str, Any]:
         master = psutil.Process(replica.process.pid)
         rss[replica.replica_id] = sum(p.memory_info().rss for p in [master, *master.children()])
     sku, orders = f"memory-{time.time_ns()}", 1000
-    http_json("PUT", f"{cluster.urls[0]}/stock/{sku}", {"quantity": orders})
+    put_stock(cluster.urls[0], sku, orders)
     run = asyncio.run(closed_loop(cluster.urls, 8, 60, "/orders?strategy=lua",
                                   body={"sku": sku}, max_requests=orders))
     order_keys = [SkuKeys(sku).order(r.body["order_id"]) for r in run.results if r.status == 201]

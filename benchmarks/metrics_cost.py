@@ -10,6 +10,7 @@ import sys
 import tempfile
 import urllib.error
 import urllib.request
+from statistics import median
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -19,12 +20,6 @@ from .progress import Progress
 from .throughput import run_level
 
 METRICS_CONCURRENCY = 32
-
-
-def median(numbers: list[float]) -> float:
-    ordered = sorted(numbers)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def metrics_status(url: str) -> tuple[int, float]:

@@ -46,10 +46,6 @@ class FlakyProxy:
             self._loop).result(10)
         return self
 
-    def cut_all(self) -> None:
-        """Close every open connection now, as a network blip would."""
-        asyncio.run_coroutine_threadsafe(self._close_all(), self._loop).result(10)
-
     def stop(self) -> None:
         if self._server is not None:
             self._server.close()

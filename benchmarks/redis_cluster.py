@@ -146,10 +146,6 @@ class RedisClusterNodes:
     def version(self) -> str:
         return self.servers[0].version()
 
-    def stop(self) -> None:
-        for server in self.servers:
-            server.stop()
-
     def cleanup(self) -> None:
         for server in self.servers:
             server.cleanup()

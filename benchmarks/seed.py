@@ -36,6 +36,13 @@ def http_json(method: str, url: str, body: Any = None, timeout: float = 5.0) -> 
         return exc.code, json.loads(exc.read() or b"null")
 
 
+def put_stock(url: str, sku: str, quantity: int) -> None:
+    """Set ``sku``'s stock through the service at ``url``; raises unless it answers 200."""
+    status, _ = http_json("PUT", f"{url}/stock/{sku}", {"quantity": quantity})
+    if status != 200:
+        raise RuntimeError(f"PUT /stock/{sku} answered {status}")
+
+
 @dataclass
 class SeedRun:
     strategy: str
@@ -89,9 +96,7 @@ class SeedRun:
 def run_seed(urls: list[str], strategy: str, sku: str | None = None,
              stock: int = STOCK, orders: int = ORDERS) -> SeedRun:
     sku = sku or f"seed-{strategy}-{time.time_ns()}"
-    status, _ = http_json("PUT", f"{urls[0]}/stock/{sku}", {"quantity": stock})
-    if status != 200:
-        raise RuntimeError(f"PUT /stock/{sku} answered {status}")
+    put_stock(urls[0], sku, stock)
     results = run_burst(urls, orders, f"/orders?strategy={strategy}", body={"sku": sku})
     _, stock_body = http_json("GET", f"{urls[0]}/stock/{sku}")
     unreadable = []

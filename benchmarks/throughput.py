@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from .load import LoadRun, Result, closed_loop
-from .seed import http_json
+from .seed import http_json, put_stock
 
 INITIAL_STOCK = 10_000_000
 ORDERS_CHECKED_BY_ID = 50
@@ -113,9 +113,7 @@ def run_level(urls: list[str], scenario: str, strategy: str, concurrency: int,
     tag = f"{scenario}-{strategy}-c{concurrency}-{time.time_ns() % 10**9}"
     skus = [f"{tag}-{i}" for i in range(n_skus)]
     for sku in skus:
-        status, _ = http_json("PUT", f"{urls[0]}/stock/{sku}", {"quantity": initial_stock})
-        if status != 200:
-            raise RuntimeError(f"PUT /stock/{sku} answered {status}")
+        put_stock(urls[0], sku, initial_stock)
     run = asyncio.run(closed_loop(
         urls, concurrency, duration_s, f"/orders?strategy={strategy}",
         body=lambda i: {"sku": skus[i % n_skus]}, on_done=on_done))

@@ -41,8 +41,7 @@ class SkuKeys:
 
     @property
     def lock_keys(self) -> list[str]:
-        """The lock, its fencing counter, queue and deadlines: KEYS[1..4] of the lock scripts."""
-        return [self.lock, self.fence, queue_key(self.lock), deadlines_key(self.lock)]
+        return lock_keys(self.lock)
 
     def order(self, order_id: str) -> str:
         return f"{self.tag}:order:{order_id}"
@@ -79,6 +78,11 @@ def queue_key(lock_name: str) -> str:
 def deadlines_key(lock_name: str) -> str:
     """When each waiting token stops waiting (Redis time, ms)."""
     return f"{_tagged(lock_name)}:deadlines"
+
+
+def lock_keys(lock_name: str) -> list[str]:
+    """The lock, its fencing counter, queue and deadlines: KEYS[1..4] of the lock scripts."""
+    return [lock_name, fence_key(lock_name), queue_key(lock_name), deadlines_key(lock_name)]
 
 
 def grant_prefix(lock_name: str) -> str:

@@ -32,7 +32,7 @@ from redis.exceptions import ConnectionError, LockError, LockNotOwnedError, Time
 from redis.lock import Lock
 
 from . import scripts
-from .keys import deadlines_key, fence_key, grant_prefix, queue_key
+from .keys import grant_prefix, lock_keys
 from .watchdog import WATCHDOG
 
 try:  # what a connection uses when the client was built without a socket_timeout
@@ -81,7 +81,7 @@ class FencedLock(Lock):
         """As ``Lock``; with ``renew`` (and a ``timeout``), a watchdog extends the lease every
         timeout/3 for as long as the holder holds the lock (see ``service.watchdog``)."""
         super().__init__(redis, name, *args, **kwargs)
-        self.keys = [name, fence_key(name), queue_key(name), deadlines_key(name)]
+        self.keys = lock_keys(name)
         self.grant_prefix = grant_prefix(name)
         self.renew = renew and bool(self.timeout)
         self.local.fencing_token = None
@@ -92,7 +92,6 @@ class FencedLock(Lock):
         cls = self.__class__
         if cls.lua_fenced_acquire is None:
             client = self.redis
-            cls.lua_release = scripts.register(client, cls.LUA_RELEASE_SCRIPT)
             cls.lua_extend = scripts.register(client, cls.LUA_EXTEND_SCRIPT)
             cls.lua_reacquire = scripts.register(client, cls.LUA_REACQUIRE_SCRIPT)
             cls.lua_fenced_acquire = scripts.register(client, scripts.source("lock_acquire"))
@@ -265,10 +264,6 @@ class FencedLock(Lock):
             self._run(self.lua_cancel_wait, token)
         except Exception:  # Redis is what failed: the registration runs out within seconds
             pass
-
-    def do_acquire(self, token: str) -> bool:
-        acquired, value = self._run(self.lua_fenced_acquire, token, _NOT_QUEUED)
-        return bool(acquired) and self._held(token, value)
 
     def _wait_bound(
         self, sleep: float | None, holder_pttl: int, deadline: float | None

@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 class LeaseWatchdog:
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._heap: list[tuple[float, int, Any]] = []
+        self._heap: list[tuple[float, int]] = []  # (when due, handle)
         self._entries: dict[int, dict[str, Any]] = {}
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
@@ -35,7 +35,7 @@ class LeaseWatchdog:
         with self._cond:
             self._entries[handle] = {"lock": lock, "token": token, "lease_ms": lease_ms,
                                      "lost": False}
-            heapq.heappush(self._heap, (time.monotonic() + lease_ms / 3000, handle, None))
+            heapq.heappush(self._heap, (time.monotonic() + lease_ms / 3000, handle))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="lease-watchdog",
                                                 daemon=True)
@@ -61,7 +61,7 @@ class LeaseWatchdog:
                 while not self._heap or self._heap[0][0] > time.monotonic():
                     timeout = self._heap[0][0] - time.monotonic() if self._heap else None
                     self._cond.wait(timeout)
-                _, handle, _ = heapq.heappop(self._heap)
+                _, handle = heapq.heappop(self._heap)
                 entry = self._entries.get(handle)
             if entry is not None:
                 self._renew(handle, entry)
@@ -78,7 +78,7 @@ class LeaseWatchdog:
         with self._cond:
             watched = handle in self._entries  # else the holder let go meanwhile
             if watched and held:
-                heapq.heappush(self._heap, (time.monotonic() + lease_ms / 3000, handle, None))
+                heapq.heappush(self._heap, (time.monotonic() + lease_ms / 3000, handle))
             elif watched:
                 entry["lost"], result = True, "lost"
                 log.warning("lock %s was lost before its holder finished", lock.name)

@@ -78,7 +78,7 @@ def test_with_admin_token_start_up_does_not_warn(make_app, caplog):
 # Redis credentials: a server whose default user needs a password, and an ACL user
 # ("orders") without the dangerous commands (see benchmarks/redis_server.py).
 
-def app_on(acl_redis, **settings):
+def app_on(**settings):
     return create_app({"replica_id": "r", "redis_timeout_ms": 300, **settings}).test_client()
 
 
@@ -87,23 +87,23 @@ def order_works(client):
 
 
 def test_credentials_from_redis_password(acl_redis):
-    client = app_on(acl_redis, redis_url=acl_redis.url, redis_password="orders-secret")
+    client = app_on(redis_url=acl_redis.url, redis_password="orders-secret")
     assert order_works(client) == (200, 201)
 
 
 def test_credentials_in_the_url(acl_redis):
     url = f"redis://orders:orders-secret@127.0.0.1:{acl_redis.port}/0"
-    assert order_works(app_on(acl_redis, redis_url=url)) == (200, 201)
+    assert order_works(app_on(redis_url=url)) == (200, 201)
 
 
 def test_a_password_in_the_url_wins_over_redis_password(acl_redis):
     url = f"redis://orders:orders-secret@127.0.0.1:{acl_redis.port}/0"
-    assert order_works(app_on(acl_redis, redis_url=url, redis_password="wrong")) == (200, 201)
+    assert order_works(app_on(redis_url=url, redis_password="wrong")) == (200, 201)
 
 
 @pytest.mark.parametrize("password", ["", "wrong"])
 def test_missing_or_wrong_credentials_answer_503_and_change_nothing(acl_redis, password):
-    client = app_on(acl_redis, redis_url=acl_redis.url, redis_password=password)
+    client = app_on(redis_url=acl_redis.url, redis_password=password)
     with acl_redis.admin(decode_responses=True) as admin:
         before = admin.get("{s}:supplied")
         assert client.get("/readyz").status_code == 503

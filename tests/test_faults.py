@@ -24,6 +24,8 @@ from benchmarks.load import run_burst
 from benchmarks.redis_server import RedisServer
 from service.keys import SkuKeys
 
+from .waiting import wait_for
+
 pytestmark = pytest.mark.slow
 
 LOAD_SCALE = 0.5  # half the benchmark's customers per run
@@ -133,20 +135,13 @@ def freeze_a_holder(strategy="lock", fenced=True):
                 raise AssertionError("never saw replica-1 read the stock")
         holder.signal(signal.SIGSTOP)
         try:
-            wait_for(lambda: not client.exists(lock), "its lease runs out")
+            wait_for(lambda: not client.exists(lock), "its lease runs out", limit_s=10)
             answers["others"] = run_burst(cluster.urls[1:], 5, f"/orders?strategy={strategy}",
                                           body={"sku": sku})
         finally:
             holder.signal(signal.SIGCONT)
         first.join(30)
         return answers["frozen"][0], answers["others"], Books(client, sku)
-
-
-def wait_for(condition, what, limit_s=10.0):
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        assert time.monotonic() < deadline, f"never: {what}"
-        time.sleep(0.005)
 
 
 def test_a_frozen_holders_stale_write_is_refused():
@@ -177,7 +172,8 @@ def kill_a_holder(lease_ms):
         first = threading.Thread(target=lambda: run_burst(
             [holder.url], 1, "/orders?strategy=lock", body={"sku": sku}, timeout_s=10))
         first.start()
-        wait_for(lambda: client.exists(SkuKeys(sku).lock), "replica-1 holds the lock")
+        wait_for(lambda: client.exists(SkuKeys(sku).lock), "replica-1 holds the lock",
+                 limit_s=10)
         holder.signal(signal.SIGKILL)
         first.join(15)
         others = run_burst(cluster.urls[1:], 5, "/orders?strategy=lock", body={"sku": sku})

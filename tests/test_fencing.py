@@ -11,6 +11,8 @@ from service.keys import SkuKeys
 from service.lock import FencedLock
 from service.scripts import OrderScripts
 
+from .waiting import wait_for
+
 SKU = "widget"
 
 
@@ -70,14 +72,6 @@ def test_a_stock_change_fences_out_a_holder_that_read_the_old_stock(redis_client
               "fp", 60])
     assert (written, released) == (0, 1)  # refused, and the lock is passed on all the same
     assert redis_client.get(keys.stock) == "3" and not redis_client.exists(keys.lock)
-
-
-def wait_for(condition, what: str) -> None:
-    for _ in range(1000):
-        if condition():
-            return
-        time.sleep(0.005)
-    raise AssertionError(f"never: {what}")
 
 
 def slow_and_fast_orders(make_app, redis_client, **slow_settings):

@@ -21,7 +21,7 @@ def customer(number, *answers, key=True):
 
 
 @pytest.fixture
-def shop(client, redis_client):
+def shop(client):
     """A SKU with 3 in stock and one order placed through the service."""
     client.put("/stock/inv", json={"quantity": 3})
     placed = client.post("/orders", json={"sku": "inv"}).get_json()["order_id"]

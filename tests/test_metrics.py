@@ -34,6 +34,8 @@ from service.keys import SkuKeys
 from service.lock import FencedLock
 from service.watchdog import WATCHDOG
 
+from .waiting import wait_for
+
 SKU = "metered"
 INF = "+Inf"
 
@@ -71,14 +73,6 @@ def measure(client, action) -> Delta:
     before = scrape(client)
     action()
     return Delta(before, scrape(client))
-
-
-def wait_for(condition, what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never: {what}")
-        time.sleep(0.005)
 
 
 @pytest.fixture
@@ -418,8 +412,8 @@ def test_every_worker_is_counted(tmp_path):
         victim = master.children()[0].pid
         os.kill(victim, signal.SIGKILL)
         wait_for(lambda: len([p for p in master.children() if p.pid != victim]) == 2,
-                 "gunicorn replaces the killed worker", timeout=15)
-        wait_for(cluster.replicas[0].ready, "the replica answers again", timeout=15)
+                 "gunicorn replaces the killed worker", limit_s=15)
+        wait_for(cluster.replicas[0].ready, "the replica answers again", limit_s=15)
         for _ in range(4):
             samples = scrape_url(url)
             assert value(samples, "orders_total", strategy="lua", outcome="created") == sent
@@ -433,8 +427,9 @@ def test_every_worker_is_counted(tmp_path):
 
 @pytest.mark.slow
 def test_benchmark_measures_the_cost_of_the_metrics(tmp_path):
+    from statistics import median
+
     from benchmarks.__main__ import main
-    from benchmarks.metrics_cost import median
 
     code = main(["--scenario", "metrics", "--replicas", "1", "--duration", "0.3",
                  "--metrics-rounds", "2", "--out", str(tmp_path)])
