@@ -23,6 +23,7 @@ from .errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from .keys import SKU_PATTERN, SKU_RULE
 from .model import OrderRequest, Outcome
 from .orders import OrderService
 from .telemetry import order_finished, outcome_name
@@ -30,7 +31,6 @@ from .telemetry import order_finished, outcome_name
 bp = Blueprint("api", __name__)
 
 MAX_BODY_BYTES = 16 * 1024
-SKU_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 IDEMPOTENCY_KEY_PATTERN = re.compile(r"[\x20-\x7e]{1,128}")
 REQUEST_ID_PATTERN = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
 MAX_QUANTITY = 1000
@@ -91,7 +91,7 @@ def _only_fields(body: dict[str, Any], allowed: tuple[str, ...]) -> None:
 
 def _valid_sku(sku: Any) -> str:
     if not isinstance(sku, str) or not SKU_PATTERN.fullmatch(sku):
-        raise InvalidOrder("sku must be 1-64 characters of A-Z a-z 0-9 . _ : -")
+        raise InvalidOrder(SKU_RULE)
     return sku
 
 

@@ -2,12 +2,17 @@
 
 Every key of one SKU carries the hash tag ``{<sku>}``, so all of them live in one Redis Cluster
 slot and every script can touch them together. SKUs cannot contain braces (see
-``api.SKU_PATTERN``), so the tag is always exactly the SKU.
+``SKU_PATTERN``), so the tag is always exactly the SKU.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+SKU = r"[A-Za-z0-9._:-]{1,64}"
+SKU_PATTERN = re.compile(SKU)
+SKU_RULE = "sku must be 1-64 characters of A-Z a-z 0-9 . _ : -"
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 
 from .errors import REDIS_ERRORS, MalformedRequest
+from .keys import SKU_PATTERN, SKU_RULE
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -174,15 +175,12 @@ def _process_registry() -> CollectorRegistry:
 
 
 def _requested_skus() -> list[str]:
-    from .api import SKU_PATTERN  # api imports telemetry, which imports this module
-
     skus = list(dict.fromkeys(request.args.getlist("sku")))
     if len(skus) > MAX_SCRAPED_SKUS:
         raise MalformedRequest(f"At most {MAX_SCRAPED_SKUS} sku parameters, got {len(skus)}")
     bad = [sku for sku in skus if not SKU_PATTERN.fullmatch(sku)]
     if bad:
-        raise MalformedRequest(f"sku must be 1-64 characters of A-Z a-z 0-9 . _ : -, got "
-                               f"{bad[0]!r}")
+        raise MalformedRequest(f"{SKU_RULE}, got {bad[0]!r}")
     return skus
 
 

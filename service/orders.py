@@ -12,12 +12,12 @@ import redis
 
 from .config import Settings
 from .errors import IdempotencyKeyReused, OrderNotFound
-from .keys import SkuKeys, idempotency_claim
+from .keys import SKU, SkuKeys, idempotency_claim
 from .model import OrderRequest, Outcome, PendingOrder, new_order_id
 from .scripts import OrderScripts
 from .strategies import Strategy, build_strategies
 
-ORDER_ID_PATTERN = re.compile(r"^(?P<sku>[A-Za-z0-9._:-]{1,64})~[0-9a-f]{20}$")
+ORDER_ID_PATTERN = re.compile(rf"^(?P<sku>{SKU})~[0-9a-f]{{20}}$")
 
 
 class OrderService:

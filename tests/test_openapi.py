@@ -42,13 +42,12 @@ from werkzeug.routing import Map, Rule
 
 from benchmarks.invariants import Books
 from service import openapi
-from service.keys import SkuKeys
+from service.keys import SKU_PATTERN, SkuKeys
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENT = json.loads(openapi.DESCRIPTION_FILE.read_text())
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 IMPLICIT_METHODS = {"HEAD", "OPTIONS"}  # Flask answers them on every route by itself
-SKU_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 DEFAULT_SKU = "default"
 ADMIN_TOKEN = "openapi-fuzz-admin-token"
 # Enough stock that most generated orders for these SKUs (no body: DEFAULT_SKU; the description's
