@@ -11,7 +11,7 @@ COPY requirements-image.txt /tmp/requirements-image.txt
 # --without-pip: the virtualenv holds exactly the pinned packages; the base image's pip
 # installs into it and checks that their requirements are met.
 RUN python -m venv --without-pip /venv \
-    && python -m pip --python /venv/bin/python install --no-cache-dir --only-binary=:all: \
+    && python -m pip --python /venv/bin/python install --only-binary=:all: \
         -r /tmp/requirements-image.txt \
     && python -m pip --python /venv/bin/python check
 

@@ -37,7 +37,7 @@ worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR") or None
 # if the master was killed, by the next master to start on the machine).
 _metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
 _METRICS_DIR_PREFIX = "order-service-metrics-"
-_made_metrics_dir = None  # (path, pid) of the directory this master made
+_made_metrics_dir = None  # the directory this master made, if it made one
 
 
 def _remove_orphaned_metrics_dirs(parent):
@@ -68,21 +68,13 @@ def on_starting(server):
     else:
         _remove_orphaned_metrics_dirs(tempfile.gettempdir())
         path = tempfile.mkdtemp(prefix=f"{_METRICS_DIR_PREFIX}{os.getpid()}-")
-        _made_metrics_dir = (path, os.getpid())
+        _made_metrics_dir = path
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     server.log.info("metrics: worker files in %s", path)
 
 
-def child_exit(server, worker):
-    # Drops a dead worker's "live" gauges; its counters and histograms stay in the sum, so
-    # the totals never go back when a worker is replaced.
-    from prometheus_client import multiprocess
-
-    multiprocess.mark_process_dead(worker.pid)
-
-
 def on_exit(server):
-    if _made_metrics_dir is not None and _made_metrics_dir[1] == os.getpid():
+    if _made_metrics_dir is not None:  # on_exit runs in the master only
         import shutil
 
-        shutil.rmtree(_made_metrics_dir[0], ignore_errors=True)
+        shutil.rmtree(_made_metrics_dir, ignore_errors=True)

@@ -34,8 +34,7 @@ if written == 1 and KEYS[8] then
   redis.call('EXPIRE', KEYS[8], ARGV[14])
 end
 local released = 0
-if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then
-  pass_on(ARGV[3])
-  released = 1
+if ARGV[1] ~= '' then
+  released = release_if_held(ARGV[1], ARGV[3])
 end
 return {written, released}

@@ -9,8 +9,4 @@ local token, prefix = ARGV[1], ARGV[3]
 redis.call('LREM', KEYS[3], 0, token)
 redis.call('HDEL', KEYS[4], token)
 redis.call('DEL', prefix .. token)
-if redis.call('GET', KEYS[1]) == token then
-  pass_on(prefix)
-  return 1
-end
-return 0
+return release_if_held(token, prefix)

@@ -64,3 +64,12 @@ local function pass_on(prefix)
     redis.call('DEL', KEYS[1])
   end
 end
+
+-- If `token` holds the lock, pass it on: 1; else change nothing: 0.
+local function release_if_held(token, prefix)
+  if redis.call('GET', KEYS[1]) ~= token then
+    return 0
+  end
+  pass_on(prefix)
+  return 1
+end

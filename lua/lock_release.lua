@@ -4,8 +4,4 @@
 -- KEYS[1..4] and ARGV[1..3] as in lock_handoff.lua
 --
 -- Returns 1 released; 0 the token does not hold the lock (nothing changed).
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
-end
-pass_on(ARGV[3])
-return 1
+return release_if_held(ARGV[1], ARGV[3])
