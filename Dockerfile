@@ -3,8 +3,10 @@
 # Job. Build from the repository root: docker build -t order-service:0.1.0 .
 
 # Build stage: a virtualenv with requirements-image.txt only (no test or lint tools), from
-# wheels only, so nothing is compiled and no compiler is needed in either stage.
-FROM python:3.11.14-slim-bookworm AS build
+# wheels only, except gunicorn_h1c (gunicorn's C HTTP parser), which the registry ships as
+# source only: this stage is the full Debian image, whose gcc compiles it. The final stage is
+# slim and has no compiler.
+FROM python:3.11.14-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 COPY requirements-image.txt /tmp/requirements-image.txt
@@ -12,7 +14,7 @@ COPY requirements-image.txt /tmp/requirements-image.txt
 # installs into it and checks that their requirements are met.
 RUN python -m venv --without-pip /venv \
     && python -m pip --python /venv/bin/python install --only-binary=:all: \
-        -r /tmp/requirements-image.txt \
+        --no-binary=gunicorn-h1c -r /tmp/requirements-image.txt \
     && python -m pip --python /venv/bin/python check
 
 # Final stage: the same base, the virtualenv and the application files, owned by root and

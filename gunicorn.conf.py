@@ -15,13 +15,18 @@ threads = int(os.environ.get("GUNICORN_THREADS", "16"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
-# "-" is stdout; an empty value or "off" turns the access log off.
-accesslog = os.environ.get("GUNICORN_ACCESSLOG", "-").strip()
+# Off by default: the service logs one line per order itself (with its outcome, latency and
+# request id), and an access line per request on top cost a large share of a worker's CPU
+# (docs/benchmark/hot-path.md). "-" writes it to stdout; a path, to that file.
+accesslog = os.environ.get("GUNICORN_ACCESSLOG", "off").strip()
 if accesslog.lower() in ("", "off"):
     accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms replica=%({x-replica}o)s'
+# gunicorn's C HTTP parser (the gunicorn_h1c package, pinned in requirements-image.txt):
+# "fast" refuses to start without it rather than fall back to the slower pure-Python one.
+http_parser = "fast"
 # No runtime control socket: it would be one shared path in $HOME for every replica on a host,
 # and a container's root file system is read-only.
 control_socket_disable = True

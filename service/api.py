@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hmac
+import json
+import os
 import re
 import time
-import uuid
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, json, jsonify, request
+from flask import Blueprint, Response, current_app, g, request
 from redis.cluster import RedisCluster
 
 from .errors import (
@@ -39,6 +40,12 @@ MAX_STOCK = 1_000_000_000  # Lua numbers are doubles: stay far below 2**53
 
 def _service() -> OrderService:
     return current_app.extensions["order_service"]
+
+
+def _json_response(body: dict[str, Any], status: int = 200) -> Response:
+    """``body`` as compact JSON: what jsonify does, without its per-call provider lookups."""
+    return Response(json.dumps(body, separators=(",", ":")), status,
+                    mimetype="application/json")
 
 
 class _HugeInteger:
@@ -104,6 +111,8 @@ def _valid_int(body: dict[str, Any], name: str, low: int, high: int) -> int:
 
 def _strategy() -> str:
     settings = _service().settings
+    if not request.query_string:  # the usual order: no query string to parse
+        return settings.order_strategy
     strategy = request.args.get("strategy", settings.order_strategy)
     if strategy not in settings.allowed_strategies():
         raise MalformedRequest(
@@ -138,7 +147,11 @@ def _replay_headers(outcome: Outcome) -> dict[str, str]:
 def assign_request_id() -> None:
     """The client's X-Request-ID if it is usable, else a new one; echoed on the response."""
     given = request.headers.get("X-Request-ID", "")
-    g.request_id = given if REQUEST_ID_PATTERN.fullmatch(given) else uuid.uuid4().hex
+    g.request_id = given if REQUEST_ID_PATTERN.fullmatch(given) else _new_request_id()
+
+
+def _new_request_id() -> str:
+    return os.urandom(16).hex()  # 32 hex digits, as a uuid4's hex: a quarter of its cost
 
 
 def _require_admin() -> None:
@@ -178,11 +191,11 @@ def place_order() -> Response:
             f"{outcome.stock_left} left of {outcome.sku}, {outcome.quantity} asked",
             headers=_replay_headers(outcome), sku=outcome.sku, stock_left=outcome.stock_left,
         )
-    response = jsonify(
-        order_id=outcome.order_id, sku=outcome.sku, quantity=outcome.quantity,
-        stock_left=outcome.stock_left, strategy=outcome.strategy, replica=outcome.replica,
-    )
-    response.status_code = 201
+    response = _json_response({
+        "order_id": outcome.order_id, "sku": outcome.sku, "quantity": outcome.quantity,
+        "stock_left": outcome.stock_left, "strategy": outcome.strategy,
+        "replica": outcome.replica,
+    }, 201)
     response.headers["Location"] = f"/orders/{outcome.order_id}"
     response.headers.update(_replay_headers(outcome))
     return response
@@ -190,7 +203,7 @@ def place_order() -> Response:
 
 @bp.get("/orders/<order_id>")
 def get_order(order_id: str) -> Response:
-    return jsonify(_service().order(order_id))
+    return _json_response(_service().order(order_id))
 
 
 @bp.put("/stock/<sku>")
@@ -202,18 +215,18 @@ def set_stock(sku: str) -> Response:
     if "quantity" not in body:
         raise InvalidOrder("quantity is required")
     stock = _service().set_stock(sku, _valid_int(body, "quantity", 0, MAX_STOCK))
-    return jsonify(sku=sku, stock=stock)
+    return _json_response({"sku": sku, "stock": stock})
 
 
 @bp.get("/stock/<sku>")
 def get_stock(sku: str) -> Response:
     stock, sold = _service().stock(_valid_sku(sku))
-    return jsonify(sku=sku, stock=stock, sold=sold)
+    return _json_response({"sku": sku, "stock": stock, "sold": sold})
 
 
 @bp.get("/livez")
 def livez() -> Response:
-    return jsonify(status="ok")
+    return _json_response({"status": "ok"})
 
 
 @bp.get("/readyz")
@@ -225,7 +238,7 @@ def readyz() -> Response:
     for target in (client.get_primaries() if isinstance(client, RedisCluster) else [None]):
         try:
             client.ping(**({"target_nodes": target} if target is not None else {}))
-            return jsonify(status="ready")
+            return _json_response({"status": "ready"})
         except Exception as exc:  # any failure to answer PING counts as not there
             failure = type(exc).__name__
     raise Unavailable(f"Redis did not answer PING: {failure}")
@@ -234,5 +247,5 @@ def readyz() -> Response:
 @bp.after_app_request
 def tag_replica(response: Response) -> Response:
     response.headers["X-Replica"] = _service().settings.replica_id
-    response.headers["X-Request-ID"] = g.get("request_id") or uuid.uuid4().hex
+    response.headers["X-Request-ID"] = g.get("request_id") or _new_request_id()
     return response
