@@ -7,7 +7,8 @@
 -- KEYS[2]  sold counter of the SKU (total quantity of recorded orders)
 -- KEYS[3]  hash of the new order (written only when the order is created)
 -- KEYS[4]  fencing counter of the SKU's lock
--- KEYS[5]  optional: idempotency record of this request (a hash); absent = no Idempotency-Key
+-- KEYS[5]  optional: idempotency record of this request (a hash); absent = no Idempotency-Key.
+--          The key's only record, under the SKU's tag: a key is scoped to its SKU
 -- ARGV[1]  quantity (integer >= 1)
 -- ARGV[2]  order id    ARGV[3] sku    ARGV[4] strategy    ARGV[5] replica    ARGV[6] created_at
 -- ARGV[7]  request fingerprint (the same key with another fingerprint = key reused)
@@ -15,7 +16,7 @@
 --
 -- Returns {code, replayed, order_id, stock_left, strategy, replica}
 --   code      1 created; 0 out of stock (only the idempotency record is written);
---             -1 the key was used for another request (nothing written)
+--             -1 the key was used for another request on this SKU (nothing written)
 --   replayed  1 when this is the answer recorded for an earlier request with the same key
 local idem = KEYS[5]
 if idem then

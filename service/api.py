@@ -11,6 +11,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
 from redis.cluster import RedisCluster
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from .errors import (
     REDIS_ERRORS,
@@ -61,17 +62,44 @@ def _reject_constant(name: str) -> None:
 
 
 def _read_body() -> bytes:
-    """At most MAX_BODY_BYTES of body, with a declared length or chunked; more is a 413."""
+    """At most MAX_BODY_BYTES of body, with a declared length or chunked; more is a 413.
+
+    A body that cannot be read as it is framed (a broken chunk, or fewer bytes than its
+    Content-Length before the client stopped sending) is a 400: none of it is used.
+    """
     too_large = PayloadTooLarge(f"The body must be at most {MAX_BODY_BYTES} bytes")
-    if (request.content_length or 0) > MAX_BODY_BYTES:
+    declared = request.content_length
+    if (declared or 0) > MAX_BODY_BYTES:
         raise too_large
     data = bytearray()
     while len(data) <= MAX_BODY_BYTES:  # a chunked body arrives in short reads
-        piece = request.stream.read(MAX_BODY_BYTES + 1 - len(data))
+        piece = _read_some(MAX_BODY_BYTES + 1 - len(data))
         if not piece:
+            if declared is not None and len(data) < declared:
+                # gunicorn hands over a short body as if it were whole: a truncated
+                # '{"sku": "a", "quantity": 10}' could still parse as another valid order.
+                raise MalformedRequest(
+                    f"The body ended after {len(data)} of its {declared} bytes")
             return bytes(data)
         data += piece
     raise too_large
+
+
+def _read_some(size: int) -> bytes:
+    """Up to ``size`` bytes of the body; a body the server cannot unframe is a 400."""
+    try:
+        return request.stream.read(size)
+    except ClientDisconnected:
+        raise MalformedRequest("The body ended before its framing said it would") from None
+    except HTTPException:  # werkzeug's own limit (413): answered as it is
+        raise
+    except Exception as exc:
+        # The WSGI server's body reader failed: gunicorn raises InvalidChunkSize,
+        # ChunkMissingTerminator, InvalidChunkExtension (no common base with anything the
+        # service knows) or NoMoreData. All mean the client framed the body wrong, so a 400,
+        # not a 500 with a traceback per request. The server itself then closes the
+        # connection: where the next request would start is unknown.
+        raise MalformedRequest(f"The body's framing is broken: {str(exc)[:200]}") from None
 
 
 def _json_body() -> dict[str, Any] | None:

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
+from .keys import SKU_PATTERN, SKU_RULE
+
 STRATEGIES = ("lua", "lock")
 UNSAFE_STRATEGY = "none"
 LOG_FORMATS = ("text", "json")
+# The watchdog renews a held lock every LOCK_TTL_MS / 3: at 100 ms, a Redis call per held lock
+# every 33 ms. Shorter, the renewal thread does little else, and a lease of a few round trips
+# runs out on any pause, so the fencing check refuses the holder's write (503 lock-lost).
+MIN_LOCK_TTL_MS = 100
+# REPLICA_ID goes into X-Replica, order records, log lines and lock tokens "<replica>/<hex>":
+# printable ASCII without spaces, and without "/" so a token names exactly one replica (a
+# token of "a/b" would also start with "a/"). 253: the longest Kubernetes pod name.
+REPLICA_ID_PATTERN = re.compile(r"[\x21-\x2e\x30-\x7e]{1,253}")
 
 
 class ConfigError(ValueError):
@@ -139,9 +150,26 @@ class Settings:
         if not values.get("replica_id"):
             values["replica_id"] = socket.gethostname()
         settings = cls(**values)
-        if settings.order_strategy not in STRATEGIES:
+        settings._check()
+        return settings
+
+    def _check(self) -> None:
+        """The rules on the final values (environment, overrides or the host name alike)."""
+        if self.order_strategy not in STRATEGIES:
             raise ConfigError(
                 f"ORDER_STRATEGY must be one of {', '.join(STRATEGIES)}, "
-                f"got {settings.order_strategy!r}"
+                f"got {self.order_strategy!r}"
             )
-        return settings
+        if not SKU_PATTERN.fullmatch(self.default_sku):
+            # Else every body-less POST /orders would be refused (422) at run time.
+            raise ConfigError(f"DEFAULT_SKU: {SKU_RULE}; got {self.default_sku!r}")
+        if not REPLICA_ID_PATTERN.fullmatch(self.replica_id):
+            raise ConfigError(
+                "REPLICA_ID: expected 1-253 printable ASCII characters, without spaces or "
+                f"'/', got {self.replica_id!r}"
+            )
+        if self.lock_ttl_ms < MIN_LOCK_TTL_MS:
+            raise ConfigError(
+                f"LOCK_TTL_MS: expected at least {MIN_LOCK_TTL_MS} (the lease is renewed every "
+                f"LOCK_TTL_MS / 3), got {self.lock_ttl_ms}"
+            )

@@ -52,13 +52,12 @@ class SkuKeys:
         return f"{self.tag}:order:{order_id}"
 
     def idempotency(self, key: str) -> str:
-        """The outcome recorded for an Idempotency-Key, beside the stock it changed."""
+        """The outcome recorded for an Idempotency-Key, beside the stock it changed.
+
+        The only record of the key: a key is scoped to its SKU (the same key with another SKU
+        is another request), so a keyed order needs no master but its SKU's.
+        """
         return f"{self.tag}:idem:{key}"
-
-
-def idempotency_claim(key: str) -> str:
-    """Which request an Idempotency-Key was first used for, whatever its SKU."""
-    return f"idempotency:{{{key}}}"
 
 
 def _tagged(name: str) -> str:

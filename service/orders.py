@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 import redis
 
 from .config import Settings
-from .errors import IdempotencyKeyReused, OrderNotFound
-from .keys import SKU, SkuKeys, idempotency_claim
+from .errors import OrderNotFound
+from .keys import SKU, SkuKeys
 from .model import OrderRequest, Outcome, PendingOrder, new_order_id
 from .scripts import OrderScripts
 from .strategies import Strategy, build_strategies
@@ -28,9 +28,18 @@ class OrderService:
         self.strategies: dict[str, Strategy] = build_strategies(settings, client, self.scripts)
 
     def place_order(self, request: OrderRequest) -> Outcome:
-        """Place the order (created or out of stock); raises IdempotencyKeyReused or Unavailable."""
-        if request.idempotency_key is not None:
-            self._claim_idempotency_key(request)
+        """Place the order: created, or out of stock (also an Outcome, ``created`` False).
+
+        With an Idempotency-Key, the key's record lives beside the SKU's stock (one record per
+        key and SKU, written with the order in the same atomic step): a retry gets the
+        recorded outcome, and the order touches its SKU's master only.
+
+        Raises IdempotencyKeyReused (the key's record on this SKU is another request's, and
+        nothing was written); LockTimeout or LockLost (``lock`` strategy; both Unavailable,
+        nothing was recorded); and lets redis-py's errors through unwrapped (errors.REDIS_ERRORS:
+        Redis did not answer in time, or refused; the order may or may not have been
+        recorded). errors.py answers all but the first with a 503.
+        """
         pending = PendingOrder(
             request=request,
             order_id=new_order_id(request.sku),
@@ -38,20 +47,6 @@ class OrderService:
             idempotency_ttl_s=self.settings.idempotency_ttl_s,
         )
         return self.strategies[request.strategy].place(pending)
-
-    def _claim_idempotency_key(self, request: OrderRequest) -> None:
-        """Bind the key to this request's fingerprint, whatever SKU (and so slot) it names.
-
-        The per-SKU record written with the order makes replays exact; this claim only catches
-        a key reused for a different SKU, whose record would live elsewhere.
-        """
-        claim = idempotency_claim(request.idempotency_key)
-        pipe = self.redis.pipeline(transaction=False)  # one round trip: claim, then read back
-        pipe.set(claim, request.fingerprint, nx=True, ex=self.settings.idempotency_ttl_s)
-        pipe.get(claim)
-        _, first = pipe.execute()
-        if first is not None and first != request.fingerprint:
-            raise IdempotencyKeyReused()
 
     def set_stock(self, sku: str, quantity: int) -> int:
         keys = SkuKeys(sku)

@@ -101,7 +101,8 @@ def test_orders_are_counted_by_strategy_and_outcome(client):
         statuses = [order(client, "lock").status_code for _ in range(3)]
         assert statuses == [201, 201, 409]
         assert order(client, "lua", **{"Idempotency-Key": "k1"}).status_code == 409
-        reused = order(client, "lua", "other-sku", **{"Idempotency-Key": "k1"})
+        reused = client.post("/orders?strategy=lua", json={"sku": SKU, "quantity": 2},
+                             headers={"Idempotency-Key": "k1"})
         assert reused.get_json()["type"] == "/problems/idempotency-key-reused"
         # A request refused before it reaches the domain is no order.
         assert client.post("/orders", json={"sku": SKU, "quantity": 0}).status_code == 422

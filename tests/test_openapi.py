@@ -231,7 +231,8 @@ def test_error_answers_are_described(make_app, described):
     replay = client.post("/orders", json={"sku": "shoe-42"}, headers={"Idempotency-Key": "k2"})
     assert_described(described, orders, replay, 409, "out-of-stock")
     assert replay.headers["Idempotent-Replayed"] == "true"
-    assert_described(described, orders, client.post("/orders", json={"quantity": 2},
+    assert_described(described, orders, client.post("/orders", json={"sku": "shoe-42",
+                                                                      "quantity": 2},
                                                     headers={"Idempotency-Key": "k1"}),
                      422, "idempotency-key-reused")
 
@@ -344,7 +345,8 @@ FUZZ_CONFIG = {
 
 
 def order_fingerprint(case: schemathesis.Case) -> tuple[object, object]:
-    """What an Idempotency-Key is bound to: the order's SKU and quantity, defaults filled in."""
+    """The order's SKU and quantity, defaults filled in: an Idempotency-Key is bound, per SKU,
+    to the quantity of its first order of that SKU."""
     body = case.body if isinstance(case.body, dict) else {}
     return body.get("sku", DEFAULT_SKU), body.get("quantity", 1)
 
@@ -420,19 +422,22 @@ def test_workflows_conform(fuzzed_app, redis_client):
 def check_answer(case: schemathesis.Case, response: schemathesis.Response, app: Flask,
                  redis_client: redis.Redis, **validation: Any) -> None:
     """Every check of schemathesis on the answer, then the books of the SKUs it named."""
-    bound: dict[str, tuple[object, object]] = app.extensions.setdefault("keys_sent", {})
+    # (key, sku) -> quantity: a key is scoped to its SKU.
+    bound: dict[tuple[str, object], object] = app.extensions.setdefault("keys_sent", {})
     excluded = []
     key = (case.headers or {}).get("Idempotency-Key")
     if problem_type(response) == "/problems/idempotency-key-reused":
         # A schema-valid order refused for what an earlier request did: only right if that
         # request bound the key to another order. Every other check still applies.
-        assert key in bound and bound[key] != order_fingerprint(case), (key, bound.get(key))
+        sku, quantity = order_fingerprint(case)
+        assert (key, sku) in bound and bound[key, sku] != quantity, (key, sku, bound)
         excluded = [schemathesis.checks.positive_data_acceptance]
     elif integral_float_refused(case, response):
         # JSON Schema's integer admits 5.0; the service refuses it (see the report).
         excluded = [schemathesis.checks.positive_data_acceptance]
     elif case.path == "/orders" and key is not None and response.status_code in (201, 409, 503):
-        bound.setdefault(key, order_fingerprint(case))
+        sku, quantity = order_fingerprint(case)
+        bound.setdefault((key, sku), quantity)
     case.validate_response(response, excluded_checks=excluded, **validation)
     assert_books_balance(redis_client, request_skus(case))
 

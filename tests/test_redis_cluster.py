@@ -21,7 +21,6 @@ from service.keys import (
     deadlines_key,
     fence_key,
     grant_prefix,
-    idempotency_claim,
     queue_key,
 )
 from service.model import new_order_id
@@ -41,12 +40,6 @@ def sku_keys(sku: str) -> list[str]:
 @pytest.mark.parametrize("sku", ["default", "a", "SKU-1.2:x", "z" * 64])
 def test_every_key_of_a_sku_shares_its_slot(sku):
     assert {slot(key) for key in sku_keys(sku)} == {slot("{" + sku + "}")}
-
-
-def test_the_idempotency_claim_is_keyed_by_the_idempotency_key_alone():
-    # It must catch a key reused for another SKU, so it cannot live in one SKU's slot; no script
-    # touches it (a SET NX and a GET of that one key).
-    assert slot(idempotency_claim("k1")) == slot("{k1}")
 
 
 def test_helper_keys_share_the_lock_slot():
@@ -165,3 +158,34 @@ def master_down_spares_the_others(nodes: RedisClusterNodes, strategy: str, down:
         assert client.get(f"/stock/{lost}").status_code == 503
         assert client.post("/orders", json={"sku": kept}).status_code == 201, phase
         assert client.get("/readyz").status_code == 200, phase  # other masters answer
+
+
+def keys_on(nodes: RedisClusterNodes, index: int, count: int) -> list[str]:
+    """Idempotency keys whose own hash slot is on master ``index``."""
+    names = (f"key-{i}" for i in range(10_000))
+    return [k for k in names if nodes.server_for(k) is nodes.servers[index]][:count]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["lua", "lock"])
+def test_a_master_down_spares_keyed_orders_for_the_others_skus(own_cluster, strategy):
+    """A keyed order touches its SKU's master only: with one master stopped, keyed orders
+    (and their replays) for SKUs on the other two all succeed, whatever master the key's own
+    hash would pick. Unkeyed orders are spared in the test above."""
+    down = 2
+    app = create_app({"redis_url": own_cluster.url, "redis_cluster": True, "replica_id": "r",
+                      "order_strategy": strategy, "redis_timeout_ms": 300})
+    client = app.test_client()
+    skus = skus_on(own_cluster, 0, 3) + skus_on(own_cluster, 1, 3)
+    # Keys hashed onto the stopped master, and onto the live ones.
+    keys = keys_on(own_cluster, down, 3) + keys_on(own_cluster, 0, 3)
+    for sku in skus:
+        assert client.put(f"/stock/{sku}", json={"quantity": 5}).status_code == 200
+    own_cluster.servers[down].stop()
+
+    for attempt in ("first", "replay"):
+        answers = {(sku, key): client.post("/orders", json={"sku": sku},
+                                           headers={"Idempotency-Key": key}).status_code
+                   for sku, key in zip(skus, keys, strict=True)}
+        assert set(answers.values()) == {201}, (attempt, answers)
+    assert all(client.get(f"/stock/{sku}").get_json()["sold"] == 1 for sku in skus)
