@@ -17,19 +17,23 @@ from pathlib import Path
 from typing import Any
 
 from . import report
+from .baseline import run_baseline_scenario
 from .cluster import LocalCluster
+from .cost import CostProbe
 from .fault_scenarios import SCENARIOS as FAULTS
 from .faults import run_variant
 from .lockbench import run_lock_benchmark
 from .memory import memory
 from .metrics_cost import run_metrics_scenario
 from .progress import Progress
+from .redis_ceiling import run_strategy as run_redis_ceiling
 from .redis_server import connect
 from .seed import format_table, run_seed
 from .targets import check
 from .throughput import run_level
 
-SCENARIOS = ("seed", "throughput", "spread", "masters", "replicas", "lock", "faults", "metrics")
+SCENARIOS = ("seed", "throughput", "spread", "masters", "replicas", "lock", "faults", "metrics",
+             "baseline", "redis")
 DEFAULT_SCENARIOS = ("seed", "throughput")
 LOCAL_ENV = {"ENABLE_UNSAFE_STRATEGY": "1"}  # so the `none` control can run
 
@@ -62,6 +66,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="faults: multiply each fault run's number of customers")
     parser.add_argument("--metrics-rounds", type=int, default=3,
                         help="metrics: rounds of (metrics on, metrics off), --duration each")
+    parser.add_argument("--baseline-rounds", type=int, default=3,
+                        help="baseline: alternating rounds of the three contenders")
+    parser.add_argument("--baseline-concurrency", type=int, default=16,
+                        help="baseline: clients (the hand-written comparison used wrk -c 16)")
     parser.add_argument("--out", type=Path, default=Path("results"))
     args = parser.parse_args(argv)
     args.scenarios = SCENARIOS if args.scenario == "all" else tuple(
@@ -92,14 +100,14 @@ def run_seed_scenario(urls: list[str]) -> dict[str, Any]:
 
 
 def run_levels(urls: list[str], scenario: str, args: argparse.Namespace, skus: int,
-               replicas: int) -> dict[str, Any]:
+               replicas: int, probe: CostProbe | None = None) -> dict[str, Any]:
     levels = [(s, c) for s in args.strategy_list for c in args.concurrency_list]
     progress = Progress(len(levels), scenario)
     rows = []
     for strategy, concurrency in levels:
         progress.level(f"{strategy} x{concurrency}")
         rows.append(run_level(urls, scenario, strategy, concurrency, args.duration, skus,
-                              replicas, on_done=progress.on_done).as_dict())
+                              replicas, on_done=progress.on_done, probe=probe).as_dict())
         progress.advance()
     progress.close()
     notes = []
@@ -157,6 +165,21 @@ def run_lock_scenario(args: argparse.Namespace, redis_url: str) -> dict[str, Any
         "fairness = fewest / most acquisitions of any process."]}
 
 
+def run_redis_scenario(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
+    strategies = [s for s in args.strategy_list if s != "none"]
+    progress = Progress(len(strategies), "redis")
+    rows = []
+    for strategy in strategies:
+        progress.level(strategy)
+        rows.append(run_redis_ceiling(redis_url, strategy, cluster=args.redis == "cluster",
+                                      duration_s=args.duration))
+        progress.advance()
+    progress.close()
+    return {"rows": rows, "notes": [
+        "3 processes x 8 threads call OrderService.place_order directly (no HTTP) on one hot "
+        "SKU: the ceiling Redis and the client library set for each strategy."]}
+
+
 def run_faults_scenario(args: argparse.Namespace) -> dict[str, Any]:
     runs = [(FAULTS[name], variant) for name in args.fault_list
             for variant in FAULTS[name].variants]
@@ -179,11 +202,17 @@ def run_all(urls: list[str], args: argparse.Namespace, redis_url: str | None,
         print(scenarios["seed"]["text"] + "\n", flush=True)
     own_processes = None if cluster else "it starts its own local processes (no --target)"
     levels = f"{len(urls)} replicas, {args.duration:g} s per level"
+    probe = None
+    if cluster is not None:
+        probe = CostProbe([r.process.pid for r in cluster.replicas], cluster.redis_client())
+    elif redis_url:
+        probe = CostProbe(redis=connect(redis_url, args.redis == "cluster"))
     sections = [  # name, why it is skipped (or None), how to run it, its title, its columns
-        ("throughput", None, lambda args: run_levels(urls, "throughput", args, 1, len(urls)),
+        ("throughput", None,
+         lambda args: run_levels(urls, "throughput", args, 1, len(urls), probe),
          f"throughput (1 SKU, {levels})", report.THROUGHPUT_COLUMNS),
         ("spread", None,
-         lambda args: run_levels(urls, "spread", args, args.spread_skus, len(urls)),
+         lambda args: run_levels(urls, "spread", args, args.spread_skus, len(urls), probe),
          f"spread ({args.spread_skus} SKUs, {levels})", report.THROUGHPUT_COLUMNS),
         ("masters", own_processes, run_masters_scenario,
          f"masters (spread, {args.spread_skus} SKUs, on a Redis Cluster of 1 and of "
@@ -200,6 +229,13 @@ def run_all(urls: list[str], args: argparse.Namespace, redis_url: str | None,
         ("metrics", own_processes, run_metrics_scenario,
          "metrics (lua throughput with the Prometheus metrics on and off)",
          report.METRICS_COLUMNS),
+        ("baseline", own_processes, run_baseline_scenario,
+         f"baseline (one replica each, {args.baseline_concurrency} clients, "
+         f"{args.duration:g} s per round)", report.BASELINE_COLUMNS),
+        ("redis", None if redis_url else "give --redis-url with --target",
+         lambda args: run_redis_scenario(args, redis_url),
+         "redis (no HTTP: OrderService driven by 3 processes x 8 threads)",
+         report.REDIS_COLUMNS),
     ]
     for name, skipped, run, title, columns in sections:
         if name not in args.scenarios:
@@ -262,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
                            "seconds per level": args.duration, "spread SKUs": args.spread_skus,
                            "metrics rounds": args.metrics_rounds,
                            "gunicorn workers x threads per replica":
-                               f"{cluster.workers} x {cluster.threads}" if cluster else "n/a",
+                               f"{cluster.workers or 'default'} x "
+                               f"{cluster.threads or 'default'}" if cluster else "n/a",
                            "target": args.target or "local cluster",
                            "redis": (f"Redis Cluster, {args.masters} masters"
                                      if args.redis == "cluster" else "one redis-server")},

@@ -37,7 +37,8 @@ class ClusterError(RuntimeError):
 
 
 class Replica:
-    def __init__(self, replica_id: str, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, replica_id: str, env: dict[str, str], log_path: Path,
+                 gunicorn_args: tuple[str, ...] = GUNICORN_ARGS) -> None:
         self.replica_id = replica_id
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -45,14 +46,20 @@ class Replica:
         self._env = {**env, "PORT": str(self.port), "HOST": "127.0.0.1", "REPLICA_ID": replica_id,
                      "REDIS_CLIENT_NAME": replica_id}
         self.process: subprocess.Popen | None = None
+        self.gunicorn_args = gunicorn_args
 
     def start(self) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", *GUNICORN_ARGS],
+            [sys.executable, "-m", "gunicorn", *self._bind(), *self.gunicorn_args],
             cwd=ROOT, env=self._env, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def _bind(self) -> tuple[str, ...]:
+        """gunicorn.conf.py binds to HOST:PORT; without it, gunicorn would listen on every
+        address: name loopback on the command line."""
+        return () if "-c" in self.gunicorn_args else ("--bind", f"127.0.0.1:{self.port}")
 
     def ready(self) -> bool:
         if self.process is None or self.process.poll() is not None:
@@ -89,13 +96,15 @@ class LocalCluster:
     existing Redis instead of starting one. ``redis="cluster"`` starts a Redis Cluster of
     ``masters`` masters instead of one server, and the replicas run with REDIS_CLUSTER=1;
     ``redis="acl"`` one server with passwords, the replicas connecting as an ACL user.
+    ``gunicorn_args`` replaces what the replicas run (the benchmark's baseline route).
     """
 
     def __init__(
         self, replicas: int = 3, env: dict[str, str] | None = None,
-        redis_url: str | None = None, workers: int = 1, threads: int = 16,
+        redis_url: str | None = None, workers: int | None = 1, threads: int | None = None,
         log_dir: Path | None = None, replica_env: dict[int, dict[str, str]] | None = None,
         redis: str = "single", masters: int = 3,
+        gunicorn_args: tuple[str, ...] = GUNICORN_ARGS,
     ) -> None:
         if redis not in REDIS_MODES:
             raise ValueError(f"redis must be one of {', '.join(REDIS_MODES)}, not {redis!r}")
@@ -117,6 +126,7 @@ class LocalCluster:
         self.workers = workers
         self.threads = threads
         self.replicas: list[Replica] = []
+        self.gunicorn_args = gunicorn_args
 
     @property
     def redis_url(self) -> str:
@@ -142,14 +152,15 @@ class LocalCluster:
         redis_env = (self.redis_server.service_env() if self.redis_server is not None else
                      {"REDIS_URL": self.redis_url,
                       "REDIS_CLUSTER": "1" if self.redis_mode == "cluster" else "0"})
-        env = {
-            **os.environ, **redis_env, "WEB_CONCURRENCY": str(self.workers),
-            "GUNICORN_THREADS": str(self.threads), **self._env_extra,
-        }
+        # None: gunicorn.conf.py's own default, as the image runs it.
+        sizes = {name: str(value) for name, value in (("WEB_CONCURRENCY", self.workers),
+                                                      ("GUNICORN_THREADS", self.threads))
+                 if value is not None}
+        env = {**os.environ, **redis_env, **sizes, **self._env_extra}
         for index in range(1, self.n_replicas + 1):
             name = f"replica-{index}"
             self.replicas.append(Replica(name, {**env, **self._replica_env.get(index, {})},
-                                         log_dir / f"{name}.log"))
+                                         log_dir / f"{name}.log", self.gunicorn_args))
         for replica in self.replicas:
             replica.start()
         deadline = time.monotonic() + timeout

@@ -19,9 +19,25 @@ THROUGHPUT_COLUMNS = [
     ("replicas", "replicas"), ("orders_per_s", "orders/s"), ("requests_per_s", "answers/s"),
     ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"), ("p99_ms", "p99 ms"), ("max_ms", "max ms"),
     ("errors", "errors"), ("oversold", "oversold"),
+    ("server_cpu_ms_per_order", "server CPU ms/order"),
+    ("redis_cpu_us_per_order", "Redis CPU us/order"),
+    ("redis_commands_per_order", "Redis cmds/order"), ("client_cpu_share", "client core"),
 ]
 MASTERS_COLUMNS = [("masters", "masters"), *THROUGHPUT_COLUMNS]
 METRICS_COLUMNS = [("metrics", "metrics"), ("round", "round"), *THROUGHPUT_COLUMNS]
+BASELINE_COLUMNS = [
+    ("contender", "contender"), ("round", "round"), ("orders_per_s", "orders/s"),
+    ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("errors", "errors"),
+    ("server_cpu_ms_per_order", "server CPU ms/order"),
+    ("redis_cpu_us_per_order", "Redis CPU us/order"),
+    ("redis_commands_per_order", "Redis cmds/order"), ("client_cpu_share", "client core"),
+]
+REDIS_COLUMNS = [
+    ("strategy", "strategy"), ("processes", "processes"), ("threads", "threads"),
+    ("orders_per_s", "orders/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
+    ("failures", "failures"), ("redis_cpu_us_per_order", "Redis CPU us/order"),
+    ("redis_commands_per_order", "Redis cmds/order"),
+]
 LOCK_COLUMNS = [
     ("lock", "lock"), ("acquisitions_per_s", "acq/s"), ("wait_p50_ms", "wait p50 ms"),
     ("wait_p99_ms", "wait p99 ms"), ("wait_max_ms", "wait max ms"), ("timeouts", "timeouts"),
@@ -49,6 +65,8 @@ def machine(redis_version: str) -> dict[str, Any]:
 
 
 def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, dict):
         return ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
     if isinstance(value, list):
@@ -143,7 +161,8 @@ def write(out: Path, results: dict[str, Any]) -> list[Path]:
             lines += ["```", section["text"], "```"]
         if section.get("rows"):
             columns = {"lock": LOCK_COLUMNS, "faults": FAULT_COLUMNS,
-                       "masters": MASTERS_COLUMNS,
+                       "masters": MASTERS_COLUMNS, "baseline": BASELINE_COLUMNS,
+                       "redis": REDIS_COLUMNS,
                        "metrics": METRICS_COLUMNS}.get(name, THROUGHPUT_COLUMNS)
             lines.append(table(section["rows"], columns, markdown=True))
         for note in section.get("notes", []):

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from .cost import CostProbe
 from .load import LoadRun, Result, closed_loop
 from .seed import http_json, put_stock
 
@@ -52,9 +53,12 @@ class LevelResult:
     stock_after: int
     sold_after: int
     problems: list[str] = field(default_factory=list)
+    costs: dict = field(default_factory=dict)  # see cost.CostProbe.stop
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        row = asdict(self)
+        row.update(row.pop("costs"))
+        return row
 
 
 def summarize(scenario: str, strategy: str, concurrency: int, replicas: int, skus: list[str],
@@ -109,14 +113,22 @@ def reconcile(urls: list[str], skus: list[str], results: list[Result]
 def run_level(urls: list[str], scenario: str, strategy: str, concurrency: int,
               duration_s: float, n_skus: int, replicas: int,
               on_done: Callable[[Result], None] | None = None,
-              initial_stock: int = INITIAL_STOCK) -> LevelResult:
+              initial_stock: int = INITIAL_STOCK, probe: CostProbe | None = None,
+              path: str | None = None) -> LevelResult:
+    """One level; ``path`` defaults to the service's ``/orders?strategy=<strategy>``."""
     tag = f"{scenario}-{strategy}-c{concurrency}-{time.time_ns() % 10**9}"
     skus = [f"{tag}-{i}" for i in range(n_skus)]
     for sku in skus:
         put_stock(urls[0], sku, initial_stock)
+    if probe:
+        probe.start()
     run = asyncio.run(closed_loop(
-        urls, concurrency, duration_s, f"/orders?strategy={strategy}",
+        urls, concurrency, duration_s, path or f"/orders?strategy={strategy}",
         body=lambda i: {"sku": skus[i % n_skus]}, on_done=on_done))
+    costs = probe.stop(sum(r.status == 201 for r in run.results), len(run.results)) \
+        if probe else {}
     books, problems = reconcile(urls, skus, run.results)
-    return summarize(scenario, strategy, concurrency, replicas, skus, run, books, problems,
-                     initial_stock)
+    level = summarize(scenario, strategy, concurrency, replicas, skus, run, books, problems,
+                      initial_stock)
+    level.costs = costs
+    return level
