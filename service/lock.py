@@ -13,8 +13,9 @@ A drop-in for ``redis.lock.Lock`` (``client.lock(name, lock_class=FencedLock)`` 
   without releasing costs at most one lease (see ``lua/lock_handoff.lua``).
 
 Two additions serve callers that count round trips: ``acquire_and_read`` runs reads right
-after the acquisition, in the same round trip as the hand-off when it waited; and a script can
-release the lock as its last step (``keys`` and ``handoff_args``, then ``forget``).
+after the acquisition, in the same round trip as the acquire (or as the hand-off, when it
+waited); and a script can release the lock as its last step (``keys`` and ``handoff_args``,
+then ``forget``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ from typing import Any
 
 from redis.client import Pipeline
 from redis.cluster import RedisCluster
-from redis.exceptions import ConnectionError, LockError, LockNotOwnedError, TimeoutError
+from redis.exceptions import (
+    ConnectionError,
+    LockError,
+    LockNotOwnedError,
+    TimeoutError,
+)
 from redis.lock import Lock
 
 from . import scripts
@@ -88,15 +94,22 @@ class FencedLock(Lock):
         self.local.watch = None
 
     def register_scripts(self) -> None:
-        """Lock's scripts and ours, as ``SlotScript``s (see ``service.scripts``)."""
+        """Lock's scripts and ours, as ``SlotScript``s (see ``service.scripts``).
+
+        ``lua_fenced_acquire`` is published last: a lock built in another thread meanwhile
+        sees it unset and registers them all itself, never a half-registered set.
+        """
         cls = self.__class__
         if cls.lua_fenced_acquire is None:
             client = self.redis
-            cls.lua_extend = scripts.register(client, cls.LUA_EXTEND_SCRIPT)
-            cls.lua_reacquire = scripts.register(client, cls.LUA_REACQUIRE_SCRIPT)
-            cls.lua_fenced_acquire = scripts.register(client, scripts.source("lock_acquire"))
-            cls.lua_handoff_release = scripts.register(client, scripts.source("lock_release"))
-            cls.lua_cancel_wait = scripts.register(client, scripts.source("lock_cancel"))
+            extend = scripts.register(client, cls.LUA_EXTEND_SCRIPT)
+            reacquire = scripts.register(client, cls.LUA_REACQUIRE_SCRIPT)
+            release = scripts.register(client, scripts.source("lock_release"))
+            cancel = scripts.register(client, scripts.source("lock_cancel"))
+            acquire = scripts.register(client, scripts.source("lock_acquire"))
+            cls.lua_extend, cls.lua_reacquire = extend, reacquire
+            cls.lua_handoff_release, cls.lua_cancel_wait = release, cancel
+            cls.lua_fenced_acquire = acquire
 
     @property
     def fencing_token(self) -> int | None:
@@ -122,21 +135,13 @@ class FencedLock(Lock):
         holder's token, the lease, the grant prefix. Its KEYS[1..4] are ``keys``."""
         return [self.local.token, self._lease_ms(), self.grant_prefix]
 
-    def forget(self) -> bool:
-        """A script released the lock (or it was lost): this object no longer holds it.
-
-        Returns True if the watchdog had found the lease lost before that.
-        """
+    def forget(self) -> None:
+        """A script released the lock (or it was lost): this object no longer holds it."""
         self.local.token = None
         self.local.fencing_token = None
         watch, self.local.watch = getattr(self.local, "watch", None), None
-        return WATCHDOG.unwatch(watch) if watch is not None else False
-
-    @property
-    def lease_lost(self) -> bool:
-        """True once the watchdog found this holder's lock gone (only with ``renew``)."""
-        watch = getattr(self.local, "watch", None)
-        return watch is not None and WATCHDOG.is_lost(watch)
+        if watch is not None:
+            WATCHDOG.unwatch(watch)
 
     def acquire(
         self,
