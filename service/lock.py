@@ -123,6 +123,15 @@ class FencedLock(Lock):
         return script(keys=self.keys, args=[token, self._lease_ms(), self.grant_prefix, *extra],
                       client=self.redis)
 
+    def _run_own(self, script, token: bytes, *extra: object):
+        """``_run`` for the scripts that also declare the caller's own grant list (KEYS[5])."""
+        return script(keys=[*self.keys, self._grant_list(token)],
+                      args=[token, self._lease_ms(), self.grant_prefix, *extra],
+                      client=self.redis)
+
+    def _grant_list(self, token: bytes) -> bytes:
+        return self.grant_prefix.encode() + token
+
     def _held(self, token: bytes, fencing_token: int) -> bool:
         self.local.token = token
         self.local.fencing_token = int(fencing_token)
@@ -178,14 +187,15 @@ class FencedLock(Lock):
         if blocking_timeout is None:
             blocking_timeout = self.blocking_timeout
         deadline = None if blocking_timeout is None else time.monotonic() + blocking_timeout
-        grant_list = self.grant_prefix.encode() + token
+        grant_list = self._grant_list(token)
         queued = False  # this caller waits in the lock's queue (it got an answer saying so)
         unqueued_failures = 0
         try:
             while True:
                 try:
-                    acquired, value = self._run(self.lua_fenced_acquire, token,
-                                                self._registration_ms(blocking, sleep, deadline))
+                    acquired, value = self._run_own(
+                        self.lua_fenced_acquire, token,
+                        self._registration_ms(blocking, sleep, deadline))
                     if acquired:
                         self._held(token, value)
                         return self._read(queue_reads)
@@ -194,7 +204,7 @@ class FencedLock(Lock):
                     queued = True
                     wait = self._wait_bound(sleep, int(value), deadline)
                     if wait is None:
-                        self._run(self.lua_cancel_wait, token)
+                        self._run_own(self.lua_cancel_wait, token)
                         return None
                     if wait < MIN_BLOCK_S:
                         time.sleep(wait)
@@ -209,12 +219,12 @@ class FencedLock(Lock):
                         return reads
                 except (ConnectionError, TimeoutError) as exc:
                     # A lost answer while waiting is not the caller's failure while it has
-                    # time left: it calls again. Had the answer carried the lock (taken or
-                    # handed over), the lock sits on this token without a grant until its
-                    # lease ends, and then this caller takes it: one lease lost, never two
-                    # holders (see lock_acquire.lua). A caller that never got into the queue
-                    # calls again only UNQUEUED_RETRIES times: Redis is likely down, and
-                    # retrying until the deadline would only delay the 503.
+                    # time left: it calls again. Had the answer carried the lock (taken, or
+                    # handed over and popped), the lock sits on this token: the next call
+                    # finds the caller holding it and says so (see lock_acquire.lua). A caller
+                    # that never got into the queue calls again only UNQUEUED_RETRIES times:
+                    # Redis is likely down, and retrying until the deadline would only delay
+                    # the 503.
                     holding = getattr(self.local, "token", None) is not None
                     if not queued:
                         unqueued_failures += 1
@@ -266,7 +276,7 @@ class FencedLock(Lock):
     def _give_up(self, token: bytes) -> None:
         """Leave the queue after a failure, so the lock is not handed to nobody."""
         try:
-            self._run(self.lua_cancel_wait, token)
+            self._run_own(self.lua_cancel_wait, token)
         except Exception:  # Redis is what failed: the registration runs out within seconds
             pass
 
