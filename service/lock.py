@@ -27,12 +27,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from redis.client import Pipeline
+from redis.client import Pipeline, Redis
 from redis.cluster import RedisCluster
 from redis.exceptions import (
     ConnectionError,
     LockError,
     LockNotOwnedError,
+    NoScriptError,
     TimeoutError,
 )
 from redis.lock import Lock
@@ -173,11 +174,18 @@ class FencedLock(Lock):
         blocking: bool | None = None,
         blocking_timeout: float | None = None,
         token: str | None = None,
+        answered: Callable[[list[Any]], bool] | None = None,
     ) -> list[Any] | None:
         """Acquire as ``acquire``, then run the commands ``queue_reads`` puts on a pipeline.
 
-        Returns their replies (read while holding the lock), or None if not acquired. A waiter
-        sends them behind its BLPOP, so Redis runs them the moment the lock is handed over.
+        Returns their replies (read while holding the lock), or None if not acquired. They ride
+        on the acquire's round trip (on one connection, behind the acquire script), and a
+        waiter sends them behind its BLPOP, so Redis runs them the moment the lock is handed
+        over.
+
+        ``answered``: when the lock was not free, it is shown the replies read beside the
+        acquire. If it says they answer the caller already (a request recorded earlier), the
+        caller leaves the queue at once and gets them back without holding the lock.
         """
         if token is None:
             token = uuid.uuid1().hex.encode()
@@ -193,12 +201,15 @@ class FencedLock(Lock):
         try:
             while True:
                 try:
-                    acquired, value = self._run_own(
-                        self.lua_fenced_acquire, token,
-                        self._registration_ms(blocking, sleep, deadline))
+                    acquired, value, reads = self._acquire_then_read(
+                        token, self._registration_ms(blocking, sleep, deadline), queue_reads)
                     if acquired:
                         self._held(token, value)
-                        return self._read(queue_reads)
+                        return reads
+                    if answered is not None and answered(reads):
+                        if blocking:
+                            self._run_own(self.lua_cancel_wait, token)
+                        return reads
                     if not blocking:
                         return None
                     queued = True
@@ -255,23 +266,46 @@ class FencedLock(Lock):
             until_next_call = min(until_next_call, deadline - time.monotonic())
         return max(1, math.ceil(until_next_call * 1000))
 
-    def _pipeline(self) -> Pipeline:
-        """A pipeline to the lock's own Redis. On a cluster, the client of the master that
-        serves the lock: its commands stay in order on one connection (reads queued behind
-        the BLPOP run after it), and it does not re-send them after a connection error as a
+    def _own_redis(self) -> Redis:
+        """The lock's own Redis. On a cluster, the client of the master that serves the lock:
+        a pipeline's commands stay in order on one connection (reads queued behind the acquire
+        or the BLPOP run after it), and it does not re-send them after a connection error as a
         cluster pipeline would. Keys of other slots get MOVED there: an error, not a wrong
         read."""
         if isinstance(self.redis, RedisCluster):
-            node = self.redis.get_node_from_key(self.name)
-            return self.redis.get_redis_connection(node).pipeline(transaction=False)
-        return self.redis.pipeline(transaction=False)
+            return self.redis.get_redis_connection(self.redis.get_node_from_key(self.name))
+        return self.redis
 
-    def _read(self, queue_reads: Callable[[Pipeline], None] | None) -> list[Any]:
-        if queue_reads is None:
-            return []
-        pipe = self._pipeline()
-        queue_reads(pipe)
-        return pipe.execute()
+    def _pipeline(self) -> Pipeline:
+        return self._own_redis().pipeline(transaction=False)
+
+    def _acquire_then_read(self, token: bytes, registration_ms: int,
+                           queue_reads: Callable[[Pipeline], None] | None,
+                           ) -> tuple[int, int, list[Any]]:
+        """The acquire script and the reads behind it, in one round trip: (acquired, fencing
+        token or holder's PTTL, replies of the reads).
+
+        EVALSHA, not a pipelined ``Script`` (redis-py would add a SCRIPT EXISTS round trip);
+        on NOSCRIPT the acquire did not run, so it is loaded where the pipeline goes and sent
+        again.
+        """
+        script = self.lua_fenced_acquire
+        keys = [*self.keys, self._grant_list(token)]
+        args = [token, self._lease_ms(), self.grant_prefix, registration_ms]
+        for attempt in range(2):
+            pipe = self._pipeline()
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            if queue_reads is not None:
+                queue_reads(pipe)
+            replies = pipe.execute(raise_on_error=False)
+            if attempt or not isinstance(replies[0], NoScriptError):
+                break
+            self._own_redis().script_load(script.script)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        (acquired, value), *reads = replies
+        return acquired, value, reads
 
     def _give_up(self, token: bytes) -> None:
         """Leave the queue after a failure, so the lock is not handed to nobody."""
