@@ -286,6 +286,21 @@ def test_reads_ride_on_the_hand_off_and_see_the_holders_last_write(redis_server,
     assert waiter.owned() and waiter.fencing_token == holder_token_after(redis_client)
 
 
+def test_reads_ride_on_the_acquire_after_a_script_flush(redis_server, redis_client):
+    """NOSCRIPT in the acquire's pipeline: the acquire did not run; loaded, it runs once."""
+    x = "{l}:x"
+    redis_client.set(x, "before the flush")
+    first = FencedLock(redis_client, "l", timeout=5)
+    assert first.acquire_and_read(lambda pipe: pipe.get(x)) == ["before the flush"]
+    first.release()
+    with redis_server.server_for("l").admin() as node:
+        node.script_flush()
+    lock = FencedLock(redis_client, "l", timeout=5)
+    assert lock.acquire_and_read(lambda pipe: pipe.get(x)) == ["before the flush"]
+    assert lock.fencing_token == 2 == holder_token_after(redis_client)
+    lock.release()
+
+
 def holder_token_after(client):
     return int(client.get(fence_key("l")))
 
