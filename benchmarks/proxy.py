@@ -2,9 +2,10 @@
 
 It adds latency to every chunk in both directions and drops connections: at random (a
 probability per reply chunk, so requests reach Redis but their answers are lost, the worst
-case for retries), or all at once on demand. With ``ssl_context`` it terminates TLS in front of
-a Redis built without it. It listens on 127.0.0.1 only and runs its own asyncio loop in a
-daemon thread until ``stop``.
+case for retries), or all at once on demand; ``lose_reply_to`` loses the answer to one chosen
+request (it reaches Redis and runs, its answer never comes back). With ``ssl_context`` it
+terminates TLS in front of a Redis built without it. It listens on 127.0.0.1 only and runs its
+own asyncio loop in a daemon thread until ``stop``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class FlakyProxy:
         self.drop_probability = drop_probability
         self.dropped = 0
         self._random = random.Random(seed)
+        self._lose_reply_to: bytes | None = None
         self._loop = asyncio.new_event_loop()
         self._writers: set[asyncio.StreamWriter] = set()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
@@ -67,6 +69,11 @@ class FlakyProxy:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def lose_reply_to(self, marker: bytes) -> None:
+        """Drop the connection instead of answering the next request that contains ``marker``
+        (once): Redis runs the request, the client never hears back."""
+        self._lose_reply_to = marker
+
     async def _close_all(self) -> None:
         for writer in list(self._writers):
             writer.close()
@@ -82,19 +89,25 @@ class FlakyProxy:
             return
         pair = {client_writer, upstream_writer}
         self._writers |= pair
+        lose = asyncio.Event()  # this connection's next answer is to be lost
         await asyncio.gather(
-            self._pump(client_reader, upstream_writer, pair, replies=False),
-            self._pump(upstream_reader, client_writer, pair, replies=True),
+            self._pump(client_reader, upstream_writer, pair, replies=False, lose=lose),
+            self._pump(upstream_reader, client_writer, pair, replies=True, lose=lose),
         )
         self._writers -= pair
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    pair: set[asyncio.StreamWriter], replies: bool) -> None:
+                    pair: set[asyncio.StreamWriter], replies: bool, lose: asyncio.Event) -> None:
         try:
             while chunk := await reader.read(65536):
                 if self.latency_s:
                     await asyncio.sleep(self.latency_s)
-                if replies and self._random.random() < self.drop_probability:
+                marker = self._lose_reply_to
+                if not replies and marker is not None and marker in chunk:
+                    self._lose_reply_to = None
+                    lose.set()  # before the request goes on, so its answer cannot slip by
+                if replies and (lose.is_set()
+                                or self._random.random() < self.drop_probability):
                     self.dropped += 1
                     break  # the request was served, its answer is lost
                 writer.write(chunk)

@@ -18,6 +18,14 @@
 --
 -- Returns {written, released}: written 1, or 0 refused (the token is no longer the newest,
 -- nothing was written); released 1 when the caller's lock was passed on.
+--
+-- Every check and read comes before the first write, the hand-off's included (see
+-- lock_handoff.lua): nothing after the order's writes can be refused, so an order is never
+-- written by a script that then fails half-way.
+local plan = nil
+if ARGV[1] ~= '' then
+  plan = plan_release_if_held(ARGV[1], ARGV[3])
+end
 local written = 1
 if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[4] then
   written = 0
@@ -33,8 +41,4 @@ if written == 1 and KEYS[8] then
     'stock_left', ARGV[6], 'strategy', ARGV[10], 'replica', ARGV[11])
   redis.call('EXPIRE', KEYS[8], ARGV[14])
 end
-local released = 0
-if ARGV[1] ~= '' then
-  released = release_if_held(ARGV[1], ARGV[3])
-end
-return {written, released}
+return {written, release_as_planned(plan, ARGV[3])}

@@ -13,8 +13,9 @@ A drop-in for ``redis.lock.Lock`` (``client.lock(name, lock_class=FencedLock)`` 
   without releasing costs at most one lease (see ``lua/lock_handoff.lua``).
 
 Two additions serve callers that count round trips: ``acquire_and_read`` runs reads right
-after the acquisition, in the same round trip as the hand-off when it waited; and a script can
-release the lock as its last step (``keys`` and ``handoff_args``, then ``forget``).
+after the acquisition, in the same round trip as the acquire (or as the hand-off, when it
+waited); and a script can release the lock as its last step (``keys`` and ``handoff_args``,
+then ``forget``).
 """
 
 from __future__ import annotations
@@ -26,9 +27,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from redis.client import Pipeline
+from redis.client import Pipeline, Redis
 from redis.cluster import RedisCluster
-from redis.exceptions import ConnectionError, LockError, LockNotOwnedError, TimeoutError
+from redis.exceptions import (
+    ConnectionError,
+    LockError,
+    LockNotOwnedError,
+    NoScriptError,
+    TimeoutError,
+)
 from redis.lock import Lock
 
 from . import scripts
@@ -88,15 +95,22 @@ class FencedLock(Lock):
         self.local.watch = None
 
     def register_scripts(self) -> None:
-        """Lock's scripts and ours, as ``SlotScript``s (see ``service.scripts``)."""
+        """Lock's scripts and ours, as ``SlotScript``s (see ``service.scripts``).
+
+        ``lua_fenced_acquire`` is published last: a lock built in another thread meanwhile
+        sees it unset and registers them all itself, never a half-registered set.
+        """
         cls = self.__class__
         if cls.lua_fenced_acquire is None:
             client = self.redis
-            cls.lua_extend = scripts.register(client, cls.LUA_EXTEND_SCRIPT)
-            cls.lua_reacquire = scripts.register(client, cls.LUA_REACQUIRE_SCRIPT)
-            cls.lua_fenced_acquire = scripts.register(client, scripts.source("lock_acquire"))
-            cls.lua_handoff_release = scripts.register(client, scripts.source("lock_release"))
-            cls.lua_cancel_wait = scripts.register(client, scripts.source("lock_cancel"))
+            extend = scripts.register(client, cls.LUA_EXTEND_SCRIPT)
+            reacquire = scripts.register(client, cls.LUA_REACQUIRE_SCRIPT)
+            release = scripts.register(client, scripts.source("lock_release"))
+            cancel = scripts.register(client, scripts.source("lock_cancel"))
+            acquire = scripts.register(client, scripts.source("lock_acquire"))
+            cls.lua_extend, cls.lua_reacquire = extend, reacquire
+            cls.lua_handoff_release, cls.lua_cancel_wait = release, cancel
+            cls.lua_fenced_acquire = acquire
 
     @property
     def fencing_token(self) -> int | None:
@@ -110,6 +124,15 @@ class FencedLock(Lock):
         return script(keys=self.keys, args=[token, self._lease_ms(), self.grant_prefix, *extra],
                       client=self.redis)
 
+    def _run_own(self, script, token: bytes, *extra: object):
+        """``_run`` for the scripts that also declare the caller's own grant list (KEYS[5])."""
+        return script(keys=[*self.keys, self._grant_list(token)],
+                      args=[token, self._lease_ms(), self.grant_prefix, *extra],
+                      client=self.redis)
+
+    def _grant_list(self, token: bytes) -> bytes:
+        return self.grant_prefix.encode() + token
+
     def _held(self, token: bytes, fencing_token: int) -> bool:
         self.local.token = token
         self.local.fencing_token = int(fencing_token)
@@ -122,21 +145,13 @@ class FencedLock(Lock):
         holder's token, the lease, the grant prefix. Its KEYS[1..4] are ``keys``."""
         return [self.local.token, self._lease_ms(), self.grant_prefix]
 
-    def forget(self) -> bool:
-        """A script released the lock (or it was lost): this object no longer holds it.
-
-        Returns True if the watchdog had found the lease lost before that.
-        """
+    def forget(self) -> None:
+        """A script released the lock (or it was lost): this object no longer holds it."""
         self.local.token = None
         self.local.fencing_token = None
         watch, self.local.watch = getattr(self.local, "watch", None), None
-        return WATCHDOG.unwatch(watch) if watch is not None else False
-
-    @property
-    def lease_lost(self) -> bool:
-        """True once the watchdog found this holder's lock gone (only with ``renew``)."""
-        watch = getattr(self.local, "watch", None)
-        return watch is not None and WATCHDOG.is_lost(watch)
+        if watch is not None:
+            WATCHDOG.unwatch(watch)
 
     def acquire(
         self,
@@ -159,11 +174,18 @@ class FencedLock(Lock):
         blocking: bool | None = None,
         blocking_timeout: float | None = None,
         token: str | None = None,
+        answered: Callable[[list[Any]], bool] | None = None,
     ) -> list[Any] | None:
         """Acquire as ``acquire``, then run the commands ``queue_reads`` puts on a pipeline.
 
-        Returns their replies (read while holding the lock), or None if not acquired. A waiter
-        sends them behind its BLPOP, so Redis runs them the moment the lock is handed over.
+        Returns their replies (read while holding the lock), or None if not acquired. They ride
+        on the acquire's round trip (on one connection, behind the acquire script), and a
+        waiter sends them behind its BLPOP, so Redis runs them the moment the lock is handed
+        over.
+
+        ``answered``: when the lock was not free, it is shown the replies read beside the
+        acquire. If it says they answer the caller already (a request recorded earlier), the
+        caller leaves the queue at once and gets them back without holding the lock.
         """
         if token is None:
             token = uuid.uuid1().hex.encode()
@@ -173,23 +195,27 @@ class FencedLock(Lock):
         if blocking_timeout is None:
             blocking_timeout = self.blocking_timeout
         deadline = None if blocking_timeout is None else time.monotonic() + blocking_timeout
-        grant_list = self.grant_prefix.encode() + token
+        grant_list = self._grant_list(token)
         queued = False  # this caller waits in the lock's queue (it got an answer saying so)
         unqueued_failures = 0
         try:
             while True:
                 try:
-                    acquired, value = self._run(self.lua_fenced_acquire, token,
-                                                self._registration_ms(blocking, sleep, deadline))
+                    acquired, value, reads = self._acquire_then_read(
+                        token, self._registration_ms(blocking, sleep, deadline), queue_reads)
                     if acquired:
                         self._held(token, value)
-                        return self._read(queue_reads)
+                        return reads
+                    if answered is not None and answered(reads):
+                        if blocking:
+                            self._run_own(self.lua_cancel_wait, token)
+                        return reads
                     if not blocking:
                         return None
                     queued = True
                     wait = self._wait_bound(sleep, int(value), deadline)
                     if wait is None:
-                        self._run(self.lua_cancel_wait, token)
+                        self._run_own(self.lua_cancel_wait, token)
                         return None
                     if wait < MIN_BLOCK_S:
                         time.sleep(wait)
@@ -204,12 +230,12 @@ class FencedLock(Lock):
                         return reads
                 except (ConnectionError, TimeoutError) as exc:
                     # A lost answer while waiting is not the caller's failure while it has
-                    # time left: it calls again. Had the answer carried the lock (taken or
-                    # handed over), the lock sits on this token without a grant until its
-                    # lease ends, and then this caller takes it: one lease lost, never two
-                    # holders (see lock_acquire.lua). A caller that never got into the queue
-                    # calls again only UNQUEUED_RETRIES times: Redis is likely down, and
-                    # retrying until the deadline would only delay the 503.
+                    # time left: it calls again. Had the answer carried the lock (taken, or
+                    # handed over and popped), the lock sits on this token: the next call
+                    # finds the caller holding it and says so (see lock_acquire.lua). A caller
+                    # that never got into the queue calls again only UNQUEUED_RETRIES times:
+                    # Redis is likely down, and retrying until the deadline would only delay
+                    # the 503.
                     holding = getattr(self.local, "token", None) is not None
                     if not queued:
                         unqueued_failures += 1
@@ -240,28 +266,51 @@ class FencedLock(Lock):
             until_next_call = min(until_next_call, deadline - time.monotonic())
         return max(1, math.ceil(until_next_call * 1000))
 
-    def _pipeline(self) -> Pipeline:
-        """A pipeline to the lock's own Redis. On a cluster, the client of the master that
-        serves the lock: its commands stay in order on one connection (reads queued behind
-        the BLPOP run after it), and it does not re-send them after a connection error as a
+    def _own_redis(self) -> Redis:
+        """The lock's own Redis. On a cluster, the client of the master that serves the lock:
+        a pipeline's commands stay in order on one connection (reads queued behind the acquire
+        or the BLPOP run after it), and it does not re-send them after a connection error as a
         cluster pipeline would. Keys of other slots get MOVED there: an error, not a wrong
         read."""
         if isinstance(self.redis, RedisCluster):
-            node = self.redis.get_node_from_key(self.name)
-            return self.redis.get_redis_connection(node).pipeline(transaction=False)
-        return self.redis.pipeline(transaction=False)
+            return self.redis.get_redis_connection(self.redis.get_node_from_key(self.name))
+        return self.redis
 
-    def _read(self, queue_reads: Callable[[Pipeline], None] | None) -> list[Any]:
-        if queue_reads is None:
-            return []
-        pipe = self._pipeline()
-        queue_reads(pipe)
-        return pipe.execute()
+    def _pipeline(self) -> Pipeline:
+        return self._own_redis().pipeline(transaction=False)
+
+    def _acquire_then_read(self, token: bytes, registration_ms: int,
+                           queue_reads: Callable[[Pipeline], None] | None,
+                           ) -> tuple[int, int, list[Any]]:
+        """The acquire script and the reads behind it, in one round trip: (acquired, fencing
+        token or holder's PTTL, replies of the reads).
+
+        EVALSHA, not a pipelined ``Script`` (redis-py would add a SCRIPT EXISTS round trip);
+        on NOSCRIPT the acquire did not run, so it is loaded where the pipeline goes and sent
+        again.
+        """
+        script = self.lua_fenced_acquire
+        keys = [*self.keys, self._grant_list(token)]
+        args = [token, self._lease_ms(), self.grant_prefix, registration_ms]
+        for attempt in range(2):
+            pipe = self._pipeline()
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            if queue_reads is not None:
+                queue_reads(pipe)
+            replies = pipe.execute(raise_on_error=False)
+            if attempt or not isinstance(replies[0], NoScriptError):
+                break
+            self._own_redis().script_load(script.script)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        (acquired, value), *reads = replies
+        return acquired, value, reads
 
     def _give_up(self, token: bytes) -> None:
         """Leave the queue after a failure, so the lock is not handed to nobody."""
         try:
-            self._run(self.lua_cancel_wait, token)
+            self._run_own(self.lua_cancel_wait, token)
         except Exception:  # Redis is what failed: the registration runs out within seconds
             pass
 

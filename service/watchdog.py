@@ -3,7 +3,7 @@
 One daemon thread per process renews every registered lock at a third of its lease, with the
 holder's token (redis-py's reacquire script: PEXPIRE only if the token still holds the lock).
 A holder that is frozen or killed stops renewing with its process, so its lease runs out as
-usual; a renewal that finds the lock gone marks it lost and stops.
+usual; a renewal that finds the lock gone counts it lost, logs it and stops renewing it.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ class LeaseWatchdog:
         """Renew ``lock`` (held with ``token``) every lease/3 until ``unwatch``: a handle."""
         handle = next(self._ids)
         with self._cond:
-            self._entries[handle] = {"lock": lock, "token": token, "lease_ms": lease_ms,
-                                     "lost": False}
+            self._entries[handle] = {"lock": lock, "token": token, "lease_ms": lease_ms}
             heapq.heappush(self._heap, (time.monotonic() + lease_ms / 3000, handle))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="lease-watchdog",
@@ -44,16 +43,10 @@ class LeaseWatchdog:
                 self._cond.notify()
         return handle
 
-    def is_lost(self, handle: int) -> bool:
+    def unwatch(self, handle: int) -> None:
+        """Stop renewing."""
         with self._cond:
-            entry = self._entries.get(handle)
-            return bool(entry and entry["lost"])
-
-    def unwatch(self, handle: int) -> bool:
-        """Stop renewing; True if the lease was lost (a renewal found the lock gone)."""
-        with self._cond:
-            entry = self._entries.pop(handle, None)
-        return bool(entry and entry["lost"])
+            self._entries.pop(handle, None)
 
     def _run(self) -> None:
         while True:
@@ -79,8 +72,8 @@ class LeaseWatchdog:
             watched = handle in self._entries  # else the holder let go meanwhile
             if watched and held:
                 heapq.heappush(self._heap, (time.monotonic() + lease_ms / 3000, handle))
-            elif watched:
-                entry["lost"], result = True, "lost"
+            elif watched:  # no more renewals; the holder's write is fenced out
+                result = "lost"
                 log.warning("lock %s was lost before its holder finished", lock.name)
             elif not held:  # released, not lost: nothing to tell
                 return

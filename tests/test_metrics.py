@@ -193,13 +193,14 @@ def test_lease_renewals_while_a_slow_holder_works(make_app):
     assert delta("order_lease_renewals_total", result="error") == 0
 
 
-def test_a_lost_lease_is_counted_once(client, redis_client):
+def test_a_lost_lease_is_counted_once(client, redis_client, caplog):
     lock = FencedLock(redis_client, SkuKeys(SKU).lock, timeout=0.15, renew=True)
 
     def lose_it():
         assert lock.acquire(blocking=False)
         redis_client.delete(SkuKeys(SKU).lock)  # as if the lease had run out
-        wait_for(lambda: lock.lease_lost, "the watchdog finds the lock gone")
+        wait_for(lambda: "was lost before its holder finished" in caplog.text,
+                 "the watchdog finds the lock gone")
         time.sleep(0.15)  # no renewal after that
         lock.forget()
 
@@ -223,8 +224,7 @@ def test_a_renewal_redis_did_not_answer_is_an_error(client):
     def fail_twice():
         handle = WATCHDOG.watch(lock, b"token", 30)  # renewals every 10 ms
         wait_for(lambda: lock.calls >= 2, "two renewal attempts")
-        lost = WATCHDOG.unwatch(handle)
-        assert not lost  # an error is not a loss: it is retried
+        WATCHDOG.unwatch(handle)  # an error is not a loss (counted below): it is retried
         time.sleep(0.05)
 
     delta = measure(client, fail_twice)

@@ -125,8 +125,10 @@ LOCK_KEYS = ["l", "f", "q", "d"]
 
 
 def lock_script(client, name):
+    """KEYS[5], the caller's own grant list, is declared by acquire and cancel (release ignores
+    it)."""
     script = client.register_script(source(name))
-    return lambda token, *extra, lease=1000: script(keys=LOCK_KEYS,
+    return lambda token, *extra, lease=1000: script(keys=[*LOCK_KEYS, "g:" + token],
                                                     args=[token, lease, "g:", *extra])
 
 
@@ -151,6 +153,7 @@ def test_lock_scripts_hand_over_in_arrival_order(lock_ops):
     assert release("t1") == 1
     assert client.get("l") == "t2" and client.lrange("g:t2", 0, -1) == ["2"]
     assert acquire("t2", 5000) == [1, 2]  # the grant was already there
+    assert not client.exists("g:t2")  # and is collected
     assert release("t2") == 1
     assert client.get("l") == "t3"
     assert release("t3") == 1
@@ -200,11 +203,35 @@ def test_a_waiter_gets_its_own_lease(lock_ops):
     assert client.get("l") == "waiter" and 0 < client.pttl("l") <= 200
 
 
-def test_a_second_acquire_with_the_holders_token_is_refused(lock_ops):
+def test_the_holder_calling_again_learns_that_it_holds_the_lock(lock_ops):
+    """Its first answer was lost: it must not queue behind itself (see lock_acquire.lua)."""
     client, acquire, _, _ = lock_ops
-    assert acquire("same", -1)[0] == 1
-    assert acquire("same", -1)[0] == 0
-    assert acquire("same", 5000)[0] == 0 and client.llen("q") == 0
+    assert acquire("same", -1, lease=1000) == [1, 1]
+    assert acquire("same", 5000, lease=60_000) == [1, 1]
+    assert client.llen("q") == 0 and 1000 < client.pttl("l") <= 60_000  # lease renewed
+    client.incr("f")  # a `lua` order overtook the holder: its reads come after this answer
+    assert acquire("same", -1) == [1, 2]
+
+
+def test_a_waiter_that_missed_its_grant_gets_the_counter_as_it_is_now(lock_ops):
+    client, acquire, release, _ = lock_ops
+    acquire("holder", -1)
+    acquire("w", 5000)
+    release("holder")  # grant "2" pushed to w
+    client.incr("f")  # then a stock change
+    assert acquire("w", 5000) == [1, 3] and not client.exists("g:w")
+
+
+def test_commit_order_hands_over_with_the_plan_made_before_its_writes(fake):
+    client, scripts = fake
+    client.set(KEYS.fence, 3)
+    client.set(KEYS.lock, "me")
+    for token in ("gone", "next"):
+        client.rpush(KEYS.lock_keys[2], token)
+    client.hset(KEYS.lock_keys[3], mapping={"gone": "1:1000", "next": "4102444800000:1000"})
+    assert commit(scripts, 3, holder="me") == (1, 1)
+    assert client.get(KEYS.lock) == "next" and client.lrange("g:next", 0, -1) == ["4"]
+    assert not client.exists(KEYS.lock_keys[2]) and not client.exists(KEYS.lock_keys[3])
 
 
 def test_requeueing_drops_a_stale_grant(lock_ops):

@@ -45,6 +45,11 @@ class ReadDecideWrite:
                 pipe.hmget(record, IDEMPOTENCY_FIELDS)
         return queue
 
+    @staticmethod
+    def recorded(reads: list[Any]) -> bool:
+        """Whether ``reads`` (see ``queue_reads``) found this request's idempotency record."""
+        return any(record[0] is not None for record in reads[1:])
+
     def decide_and_write(self, order: PendingOrder, reads: list[Any],
                          lock: FencedLock | None) -> Outcome:
         """Decide from ``reads`` (see ``queue_reads``) and write, releasing ``lock`` with it."""
@@ -84,11 +89,9 @@ class LockStrategy(ReadDecideWrite):
     name = "lock"
 
     def place(self, order: PendingOrder) -> Outcome:
-        # A retry of a recorded request is answered at once, not queued behind the lock.
-        for record in order.idempotency_keys:
-            replayed = order.replay(self.redis.hmget(record, IDEMPOTENCY_FIELDS))
-            if replayed is not None:
-                return replayed
+        """Two round trips when the lock is free: the acquire with the reads behind it, then
+        commit_order, which also releases. A retry of a recorded request is answered from the
+        first, not queued behind the lock (``answered``)."""
         lock = FencedLock(
             self.redis, order.keys.lock,
             timeout=self.settings.lock_ttl_ms / 1000,
@@ -97,7 +100,8 @@ class LockStrategy(ReadDecideWrite):
         )
         started = time.perf_counter()  # a wait that Redis failed is a Redis error, not a wait
         reads = lock.acquire_and_read(self.queue_reads(order),
-                                      token=holder_token(self.settings.replica_id))
+                                      token=holder_token(self.settings.replica_id),
+                                      answered=self.recorded)
         metrics.lock_waited(time.perf_counter() - started)
         if reads is None:
             metrics.lock_timed_out()
