@@ -83,3 +83,19 @@ def on_exit(server):
         import shutil
 
         shutil.rmtree(_made_metrics_dir, ignore_errors=True)
+
+
+def post_worker_init(worker):
+    """Warm the worker before it takes its first request, so the first burst after a deploy
+    or a scale-up is not the slow one: the service loads its scripts into Redis, opens a
+    Redis connection per thread and caps its lock waiters (OrderService.prepare_worker), and
+    every thread of the pool is started now rather than one by one under the burst."""
+    extensions = getattr(worker.wsgi, "extensions", {})
+    service = extensions.get("order_service")
+    if service is not None:
+        service.prepare_worker(worker.cfg.threads)
+    pool = getattr(worker, "tpool", None)
+    if pool is not None:  # gthread: submitted together, each task gets a thread of its own
+        import time
+
+        list(pool.map(time.sleep, [0.01] * worker.cfg.threads))

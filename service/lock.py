@@ -112,6 +112,12 @@ class FencedLock(Lock):
             cls.lua_handoff_release, cls.lua_cancel_wait = release, cancel
             cls.lua_fenced_acquire = acquire
 
+    @classmethod
+    def scripts(cls) -> tuple:
+        """Every script of the lock (after ``register_scripts``)."""
+        return (cls.lua_extend, cls.lua_reacquire, cls.lua_handoff_release,
+                cls.lua_cancel_wait, cls.lua_fenced_acquire)
+
     @property
     def fencing_token(self) -> int | None:
         """The token of this holder's current acquisition; None when it does not hold the lock."""

@@ -5,19 +5,27 @@ Nothing here knows about HTTP; nothing above this module knows about Redis keys.
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, datetime
 
 import redis
+from redis.cluster import RedisCluster
 
 from .config import Settings
-from .errors import OrderNotFound
+from .errors import REDIS_ERRORS, OrderNotFound
 from .keys import SKU, SkuKeys
+from .lock import FencedLock
 from .model import OrderRequest, Outcome, PendingOrder, new_order_id
 from .scripts import OrderScripts
 from .strategies import Strategy, build_strategies
 
 ORDER_ID_PATTERN = re.compile(rf"^(?P<sku>{SKU})~[0-9a-f]{{20}}$")
+# Threads of a worker kept free of lock waiters by default: one for a probe, one for a lua
+# order or a stock read.
+RESERVED_THREADS = 2
+
+log = logging.getLogger(__name__)
 
 
 class OrderService:
@@ -68,3 +76,32 @@ class OrderService:
             raise OrderNotFound(f"No order {order_id!r}")
         record["quantity"] = int(record["quantity"])
         return record
+
+    def prepare_worker(self, threads: int) -> None:
+        """Make a worker of ``threads`` threads ready for its first burst before it takes a
+        request: every script loaded into Redis (no NOSCRIPT round trip on a first call), one
+        Redis connection per thread opened, and lock waiters capped (``lock_waiters``).
+
+        Called by gunicorn.conf.py once per worker, after the app is built. A Redis that does
+        not answer yet only leaves the worker cold: the first requests connect as usual.
+        """
+        lock = self.strategies.get("lock")
+        if lock is not None and self.settings.lock_waiters is None:
+            lock.limit_waiters(max(1, threads - RESERVED_THREADS))
+        FencedLock(self.redis, "warm-up")  # builds the lock's scripts, once per process
+        texts = [script.script for script in (*self.scripts.all(), *FencedLock.scripts())]
+        try:
+            for text in texts:
+                self.redis.script_load(text)  # on a Redis Cluster: every master
+            for pool in self._connection_pools():
+                opened = [pool.get_connection() for _ in range(threads)]
+                for connection in opened:
+                    pool.release(connection)
+        except REDIS_ERRORS as exc:
+            log.warning("worker not warmed up (Redis did not answer: %s)", exc)
+
+    def _connection_pools(self) -> list:
+        if isinstance(self.redis, RedisCluster):
+            return [self.redis.get_redis_connection(node).connection_pool
+                    for node in self.redis.get_primaries()]
+        return [self.redis.connection_pool]

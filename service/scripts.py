@@ -60,6 +60,9 @@ class OrderScripts:
     commit_order: Script
     set_stock: Script
 
+    def all(self) -> tuple[Script, ...]:
+        return (self.place_order, self.commit_order, self.set_stock)
+
     @classmethod
     def register(cls, client: redis.Redis) -> OrderScripts:
         return cls(

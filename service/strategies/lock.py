@@ -9,6 +9,7 @@ neither can one whose read was overtaken by a ``lua`` order or a stock change on
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -88,7 +89,34 @@ class ReadDecideWrite:
 class LockStrategy(ReadDecideWrite):
     name = "lock"
 
+    def __init__(self, settings: Settings, client: redis.Redis, scripts: OrderScripts) -> None:
+        super().__init__(settings, client, scripts)
+        self._turns: threading.BoundedSemaphore | None = None
+        self.waiters = 0
+        self.limit_waiters(settings.lock_waiters or 0)
+
+    def limit_waiters(self, most: int) -> None:
+        """At most ``most`` orders of this process hold or wait for a lock at once (0: any
+        number); the next one answers 503 lock-timeout at once instead of taking a thread
+        that the probes and lua orders need."""
+        self.waiters = most
+        self._turns = threading.BoundedSemaphore(most) if most > 0 else None
+
     def place(self, order: PendingOrder) -> Outcome:
+        turns = self._turns
+        if turns is not None and not turns.acquire(blocking=False):
+            metrics.lock_timed_out()
+            raise LockTimeout(
+                f"{self.waiters} orders of this replica already wait for a lock; "
+                "nothing was recorded"
+            )
+        try:
+            return self._place(order)
+        finally:
+            if turns is not None:
+                turns.release()
+
+    def _place(self, order: PendingOrder) -> Outcome:
         """Two round trips when the lock is free: the acquire with the reads behind it, then
         commit_order, which also releases. A retry of a recorded request is answered from the
         first, not queued behind the lock (``answered``)."""

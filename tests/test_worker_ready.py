@@ -1,0 +1,85 @@
+"""A worker is ready before its first request, and stays answerable under a lock pile-up:
+a real gunicorn replica (gunicorn.conf.py's post_worker_init) against a real redis-server."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+
+from benchmarks.cluster import LocalCluster
+from benchmarks.seed import http_json
+from service.keys import SkuKeys, queue_key
+from service.lock import FencedLock
+from service.scripts import OrderScripts
+
+from .waiting import wait_for
+
+THREADS = 4
+
+
+def started(**env: str) -> LocalCluster:
+    return LocalCluster(replicas=1, workers=1, threads=THREADS,
+                        env={"ORDER_STRATEGY": "lock", "LOCK_WAIT_MS": "5000", **env})
+
+
+def test_a_worker_is_warm_before_its_first_request():
+    with started() as cluster, cluster.redis_client(decode_responses=True) as admin:
+        # Nothing has been ordered yet: the launcher only asked /readyz.
+        scripts = [s.script for s in OrderScripts.register(admin).all()]
+        FencedLock(admin, "any")
+        scripts += [s.script for s in FencedLock.scripts()]
+        shas = [hashlib.sha1(text.encode()).hexdigest() for text in scripts]
+        assert all(admin.script_exists(*shas)), "every script is in Redis already"
+        replica = cluster.replicas[0].replica_id
+        named = [c for c in admin.client_list() if c.get("name") == replica]
+        assert len(named) >= THREADS, "a Redis connection per thread, opened in advance"
+
+
+def order(url: str, sku: str, finished: list[int]) -> None:
+    status, _ = http_json("POST", f"{url}/orders", {"sku": sku}, timeout=30)
+    finished.append(status)
+
+
+@pytest.mark.parametrize(("variant", "env", "answered_while_blocked"), [
+    ("waiters capped (default)", {}, True),
+    ("unsafe: no cap", {"LOCK_WAITERS": "0"}, False),
+])
+def test_probes_answer_while_orders_wait_for_a_lock(variant, env, answered_while_blocked):
+    """Every order thread but the reserved ones waits on a SKU whose lock someone else holds:
+    /livez and /readyz still answer while those orders wait. Without the cap, every thread
+    waits, and the probes get a thread only when the waits end (LOCK_WAIT_MS)."""
+    with started(**env) as cluster, cluster.redis_client(decode_responses=True) as admin:
+        url, sku = cluster.urls[0], "pile-up"
+        http_json("PUT", f"{url}/stock/{sku}", {"quantity": 100})
+        holder = FencedLock(admin, SkuKeys(sku).lock, timeout=30)
+        assert holder.acquire(blocking=False)
+        finished: list[int] = []
+        orders = [threading.Thread(target=order, args=(url, sku, finished))
+                  for _ in range(THREADS)]
+        for thread in orders:
+            thread.start()
+        try:
+            queue = queue_key(SkuKeys(sku).lock)
+            waiting = THREADS - 2 if not env else THREADS
+            wait_for(lambda: admin.llen(queue) >= waiting, f"{waiting} orders queued", 10)
+            answers = []
+            for probe in ("/livez", "/readyz"):
+                try:
+                    with urllib.request.urlopen(url + probe, timeout=15) as response:
+                        answers.append(response.status)
+                except (urllib.error.URLError, TimeoutError) as exc:
+                    answers.append(str(exc))
+            still_waiting = admin.llen(queue)
+        finally:
+            holder.release()
+            for thread in orders:
+                thread.join(30)
+        assert answers == [200, 200]
+        assert (still_waiting >= waiting) is answered_while_blocked, (
+            f"{variant}: {still_waiting} orders still waited when the probes answered")
+        if not env:  # the orders beyond the cap were refused at once, the others served
+            assert sorted(finished) == [201] * (THREADS - 2) + [503] * 2
