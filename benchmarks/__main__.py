@@ -86,9 +86,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def run_seed_scenario(urls: list[str]) -> dict[str, Any]:
+def run_seed_scenario(urls: list[str], cluster: LocalCluster | None) -> dict[str, Any]:
+    """The original experiment per strategy; locally, each on replicas started afresh, so
+    every burst is the first one after the replicas reported ready (the cold one)."""
     runs, texts = [], []
     for strategy in ("lock", "lua"):
+        if cluster is not None:
+            cluster.restart_replicas()
         run = run_seed(urls, strategy)
         texts.append(format_table(run))
         runs.append({"strategy": strategy, "created": run.created,
@@ -111,6 +115,11 @@ def run_levels(urls: list[str], scenario: str, args: argparse.Namespace, skus: i
         progress.advance()
     progress.close()
     notes = []
+    saturated = [f"{r['strategy']} x{r['concurrency']}" for r in rows if r.get("client_saturated")]
+    if saturated:
+        notes.append(f"The load client used >= 90 % of its one core at {', '.join(saturated)}: "
+                     "there the client, not the service, may have set the pace (server CPU "
+                     "per order does not depend on it).")
     unsafe = [r for r in rows if r["strategy"] == "none"]
     if unsafe:
         notes.append(f"The unsafe `none` control oversold {sum(r['oversold'] for r in unsafe):,}"
@@ -198,12 +207,12 @@ def run_all(urls: list[str], args: argparse.Namespace, redis_url: str | None,
             cluster: LocalCluster | None) -> dict[str, Any]:
     scenarios: dict[str, Any] = {}
     if "seed" in args.scenarios:
-        scenarios["seed"] = run_seed_scenario(urls)
+        scenarios["seed"] = run_seed_scenario(urls, cluster)
         print(scenarios["seed"]["text"] + "\n", flush=True)
     own_processes = None if cluster else "it starts its own local processes (no --target)"
     levels = f"{len(urls)} replicas, {args.duration:g} s per level"
     probe = None
-    if cluster is not None:
+    if cluster is not None:  # after the seed: it restarts the replicas
         probe = CostProbe([r.process.pid for r in cluster.replicas], cluster.redis_client())
     elif redis_url:
         probe = CostProbe(redis=connect(redis_url, args.redis == "cluster"))

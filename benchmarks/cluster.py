@@ -161,6 +161,10 @@ class LocalCluster:
             name = f"replica-{index}"
             self.replicas.append(Replica(name, {**env, **self._replica_env.get(index, {})},
                                          log_dir / f"{name}.log", self.gunicorn_args))
+        self._start_replicas(timeout)
+        return self
+
+    def _start_replicas(self, timeout: float) -> None:
         for replica in self.replicas:
             replica.start()
         deadline = time.monotonic() + timeout
@@ -173,7 +177,13 @@ class LocalCluster:
         except BaseException:
             self.stop()
             raise
-        return self
+
+    def restart_replicas(self, timeout: float = 30.0) -> None:
+        """Stop every replica and start it again on its port (same Redis): fresh, cold
+        processes, back once each reports ready."""
+        for replica in self.replicas:
+            replica.stop()
+        self._start_replicas(timeout)
 
     def stop(self) -> None:
         for replica in self.replicas:
