@@ -50,13 +50,15 @@ class FlakyProxy:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.close()
             asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
     async def _shutdown(self) -> None:
-        """Close every connection and end every connection's task before the loop stops."""
+        """Stop listening, close every connection and end every connection's task before the
+        loop stops. In the loop's own thread: asyncio's Server is not thread-safe (closed from
+        another thread while a connection ends, it wakes its waiters twice and fails)."""
+        self._server.close()
         await self._close_all()
         tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
         for task in tasks:

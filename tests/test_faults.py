@@ -105,10 +105,11 @@ def test_without_an_fsynced_append_only_file_the_restart_loses_orders():
 
 
 def freeze_a_holder(strategy="lock", fenced=True):
-    """replica-1 takes an order and, between its read and its write (a 400 ms pause), is
-    frozen (SIGSTOP) past its 300 ms lease; replicas 2 and 3 sell 5 meanwhile; then it thaws.
+    """replica-1 takes an order and, between its read and its write (a 1.5 s pause, long enough
+    for the SIGSTOP to land inside it on a loaded machine), is frozen (SIGSTOP) past its
+    300 ms lease; replicas 2 and 3 sell 5 meanwhile; then it thaws.
     Returns (replica-1's answer, the others' answers, the books)."""
-    slow = {"CRITICAL_SECTION_DELAY_MS": "400"}
+    slow = {"CRITICAL_SECTION_DELAY_MS": "1500"}
     if not fenced:
         slow["DISABLE_FENCING"] = "1"
     env = {"ENABLE_UNSAFE_STRATEGY": "1", "LOCK_TTL_MS": "300", "LOCK_WAIT_MS": "3000"}
