@@ -99,3 +99,4 @@ def post_worker_init(worker):
         import time
 
         list(pool.map(time.sleep, [0.01] * worker.cfg.threads))
+    worker.log.info("Worker warm (pid: %s)", worker.pid)  # the local launcher waits for these

@@ -47,9 +47,13 @@ class Replica:
                      "REDIS_CLIENT_NAME": replica_id}
         self.process: subprocess.Popen | None = None
         self.gunicorn_args = gunicorn_args
+        # gunicorn.conf.py logs "Worker warm" per worker once it is ready for requests.
+        self.workers = int(env.get("WEB_CONCURRENCY", "2")) if "-c" in gunicorn_args else 0
+        self._log_start = 0
 
     def start(self) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self._log_start = self._log.tell()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", *self._bind(), *self.gunicorn_args],
             cwd=ROOT, env=self._env, stdout=self._log, stderr=subprocess.STDOUT,
@@ -66,9 +70,15 @@ class Replica:
             raise ClusterError(f"{self.replica_id} exited; see {self.log_path}")
         try:
             with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as response:
-                return response.status == 200
+                if response.status != 200:
+                    return False
         except OSError:
             return False
+        # Ready once every worker is warm, not only the one that answered: a load started
+        # earlier would put all its keep-alive connections on the first worker.
+        with open(self.log_path, "rb") as log:
+            log.seek(self._log_start)
+            return log.read().count(b"Worker warm") >= self.workers
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` to the replica's whole process group (master and workers)."""
