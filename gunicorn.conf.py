@@ -10,7 +10,11 @@ bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 # Threads, not processes, carry the concurrency: a request mostly waits on Redis.
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+# 32: a thread that waits for a SKU's lock costs no CPU, and the lock strategy lets all but
+# two of them wait at once (LOCK_WAITERS) before it sheds orders with a 503; with 32, a burst
+# of 30 lock orders per worker queues instead of being shed. lua orders run no faster or
+# slower with 16 or 32 (docs/benchmark/hot-path.md).
+threads = int(os.environ.get("GUNICORN_THREADS", "32"))
 # A request is bounded by LOCK_WAIT_MS + a few Redis timeouts; 30 s only catches a stuck worker.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))

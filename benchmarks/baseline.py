@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from statistics import median
 from typing import Any
 
@@ -31,6 +32,10 @@ from .throughput import percentile
 BASELINE_APP = "benchmarks.baseline_app:app"
 PLAIN_GUNICORN = ("-k", "gthread", "-w", "2", "--threads", "16")
 STOCK = 10_000_000
+# After a replica reports ready, before the load: plain gunicorn cannot say when all its workers
+# have loaded the app, and a load that starts earlier puts every keep-alive connection on the
+# first worker. The same pause for every contender.
+SETTLE_S = 1.0
 CONTENDERS = {  # name -> what the replica runs
     "service": GUNICORN_ARGS,
     "baseline, same settings": ("-c", "gunicorn.conf.py", BASELINE_APP),
@@ -46,6 +51,7 @@ def run_contender(name: str, redis_server: RedisServer, concurrency: int, durati
         admin.set(SkuKeys(sku).stock, STOCK)
     with LocalCluster(replicas=1, redis_url=redis_server.url, workers=None,
                       gunicorn_args=CONTENDERS[name]) as running:
+        time.sleep(SETTLE_S)
         probe = CostProbe([r.process.pid for r in running.replicas], redis_server.admin())
         probe.start()
         # The service's default strategy is lua: the same request line for every contender.

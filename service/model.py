@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from .errors import IdempotencyKeyReused
 from .keys import SkuKeys
@@ -53,7 +54,7 @@ class PendingOrder:
     created_at: str
     idempotency_ttl_s: int
 
-    @property
+    @cached_property  # read several times per order; a frozen dataclass has a __dict__ for it
     def keys(self) -> SkuKeys:
         return SkuKeys(self.request.sku)
 
