@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from service.config import ConfigError, Settings
-from service.logs import JsonFormatter
+from service.logs import BufferedHandler, JsonFormatter
+
+from .waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,3 +99,38 @@ def test_the_default_format_keeps_the_human_line():
 def test_an_unknown_log_format_is_refused():
     with pytest.raises(ConfigError, match="LOG_FORMAT"):
         Settings.from_env({"LOG_FORMAT": "xml"})
+
+
+class CountingStream(io.StringIO):
+    """A stream that counts its write calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_the_writer_thread_writes_many_lines_per_write_in_order():
+    stream = CountingStream()
+    target = logging.StreamHandler(stream)
+    target.setFormatter(logging.Formatter("%(message)s"))
+    handler = BufferedHandler(target, interval_s=0.2)
+    handler.start()
+    logger = logging.getLogger("test.buffered")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        for number in range(100):
+            logger.info("line %d", number)
+        wait_for(lambda: stream.getvalue().count("\n") == 100, "all 100 lines written")
+        assert stream.getvalue().splitlines() == [f"line {n}" for n in range(100)]
+        assert stream.writes <= 2, "lines go out in batches, not one write each"
+        logger.info("after")
+        handler.close()  # what is still buffered at exit is written too
+        assert stream.getvalue().endswith("after\n")
+    finally:
+        logger.removeHandler(handler)
