@@ -10,11 +10,10 @@ bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 # Threads, not processes, carry the concurrency: a request mostly waits on Redis.
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# 32: a thread that waits for a SKU's lock costs no CPU, and the lock strategy lets all but
-# two of them wait at once (LOCK_WAITERS) before it sheds orders with a 503; with 32, a burst
-# of 30 lock orders per worker queues instead of being shed. lua orders run no faster or
-# slower with 16 or 32 (docs/benchmark/hot-path.md).
-threads = int(os.environ.get("GUNICORN_THREADS", "32"))
+# 16: with 32, the same route measured up to 18 % slower (more threads contending for the
+# GIL; docs/benchmark/hot-path.md). The lock strategy lets all but two wait for a SKU's lock
+# at once (LOCK_WAITERS): a burst of more than 14 lock orders on one worker is shed with 503s.
+threads = int(os.environ.get("GUNICORN_THREADS", "16"))
 # A request is bounded by LOCK_WAIT_MS + a few Redis timeouts; 30 s only catches a stuck worker.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
@@ -28,8 +27,11 @@ if accesslog.lower() in ("", "off"):
 errorlog = "-"
 loglevel = os.environ.get("GUNICORN_LOGLEVEL", "info")
 access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms replica=%({x-replica}o)s'
-# gunicorn's C HTTP parser (the gunicorn_h1c package, pinned in requirements-image.txt):
-# "fast" refuses to start without it rather than fall back to the slower pure-Python one.
+# gunicorn's C HTTP parser (the gunicorn_h1c package, pinned in requirements-image.txt),
+# never the slower pure-Python one. gunicorn itself would only find it missing at the first
+# request (and fail every request); importing it here stops the start-up instead.
+import gunicorn_h1c  # noqa: E402, F401
+
 http_parser = "fast"
 # No runtime control socket: it would be one shared path in $HOME for every replica on a host,
 # and a container's root file system is read-only.

@@ -54,9 +54,16 @@ class Replica:
     def start(self) -> None:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._log_start = self._log.tell()
+        cwd, env = ROOT, self._env
+        if "-c" not in self.gunicorn_args:
+            # gunicorn reads ./gunicorn.conf.py unless told otherwise: a run without a
+            # configuration file starts where there is none, with the code on its path.
+            cwd = self.log_path.parent
+            env = {**env, "PYTHONPATH": os.pathsep.join(
+                filter(None, (env.get("PYTHONPATH"), str(ROOT))))}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", *self._bind(), *self.gunicorn_args],
-            cwd=ROOT, env=self._env, stdout=self._log, stderr=subprocess.STDOUT,
+            cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
