@@ -11,15 +11,15 @@ bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # 16: with 32, the same route measured up to 18 % slower (more threads contending for the
-# GIL; docs/benchmark/hot-path.md). The lock strategy lets all but two wait for a SKU's lock
-# at once (LOCK_WAITERS): a burst of more than 14 lock orders on one worker is shed with 503s.
+# GIL; docs/benchmark/hot-path.md). With LOCK_WAITERS=auto (as in k8s/) all but two may wait
+# for a SKU's lock at once, and a lock order beyond that is shed with a 503.
 threads = int(os.environ.get("GUNICORN_THREADS", "16"))
 # A request is bounded by LOCK_WAIT_MS + a few Redis timeouts; 30 s only catches a stuck worker.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE", "5"))
 # Off by default: the service logs one line per order itself (with its outcome, latency and
-# request id), and an access line per request on top cost a large share of a worker's CPU
+# request id), and an access line per request on top cost a tenth of an order's CPU
 # (docs/benchmark/hot-path.md). "-" writes it to stdout; a path, to that file.
 accesslog = os.environ.get("GUNICORN_ACCESSLOG", "off").strip()
 if accesslog.lower() in ("", "off"):

@@ -63,6 +63,12 @@ def _non_negative_int(value: str) -> int:
     return number
 
 
+def _lock_waiters(value: str) -> int | None:
+    if value.strip().lower() == "auto":
+        return None
+    return _non_negative_int(value)
+
+
 @dataclass(frozen=True)
 class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -91,11 +97,12 @@ class Settings:
     metrics_enabled: bool = True
     # A watchdog extends the lock's lease while its holder is alive (LOCK_TTL_MS / 3 apart).
     lock_renewal: bool = True
-    # How many threads of a worker may hold or wait for a SKU's lock at once; the others
-    # answer 503 at once, so the probes and lua orders always find a thread. None: all but
-    # RESERVED_THREADS of the worker's threads (gunicorn.conf.py tells the worker how many it
-    # has); 0: no cap.
-    lock_waiters: int | None = None
+    # How many threads of a worker may hold or wait for a SKU's lock at once; the next lock
+    # order answers 503 at once, so the probes and lua orders always find a thread. 0 (the
+    # default): no cap, a burst queues; None ("auto"): all but RESERVED_THREADS of the
+    # worker's threads (gunicorn.conf.py tells the worker how many it has); the Kubernetes
+    # manifests set auto, where probes that time out would empty the Service.
+    lock_waiters: int | None = 0
     # Fault injection, honoured only with enable_unsafe_strategy: a pause between the read and
     # the write of the `lock` and `none` strategies, to widen the race the lock must close;
     # and the `lock` strategy's writes without the fencing check, to show what it prevents.
@@ -134,7 +141,7 @@ class Settings:
             "critical_section_delay_ms": _non_negative_int,
             "enable_unsafe_strategy": _flag,
             "lock_renewal": _flag,
-            "lock_waiters": _non_negative_int,
+            "lock_waiters": _lock_waiters,
             "disable_fencing": _flag,
             "redis_cluster": _flag,
             "redis_password": str,

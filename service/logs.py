@@ -46,7 +46,7 @@ class BufferedHandler(logging.Handler):
     woken up); the writer wakes on its own clock and writes everything that came in with
     one call. A queue with a listener blocked on it (``QueueHandler`` + ``QueueListener``)
     wakes the listener for every record, and those wake-ups cost more CPU per order than the
-    writing they move off the request thread (see docs/benchmark).
+    writing they move off the request thread (docs/benchmark/hot-path.md).
     """
 
     def __init__(self, target: logging.Handler, interval_s: float = 0.1) -> None:

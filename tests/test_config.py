@@ -15,6 +15,8 @@ REFUSED = [
     ("LOCK_TTL_MS", "99", "100"),  # the watchdog would renew every 33 ms or less
     ("LOCK_TTL_MS", "1", "150"),
     ("LOCK_WAIT_MS", "-1", "0"),
+    ("LOCK_WAITERS", "-1", "auto"),
+    ("LOCK_WAITERS", "many", "14"),
     ("LOCK_WAIT_MS", "2s", "2000"),
     ("REDIS_TIMEOUT_MS", "0", "1"),
     ("REDIS_TIMEOUT_MS", "1.5", "1000"),
@@ -71,3 +73,9 @@ def test_the_app_does_not_start_with_a_bad_setting(monkeypatch, name, refused, t
     monkeypatch.setenv(name, refused)
     with pytest.raises(ConfigError, match=f"^{name}"):
         create_app()
+
+
+def test_lock_waiters_auto_is_left_to_the_worker():
+    assert Settings.from_env({}).lock_waiters == 0  # no cap unless asked for
+    assert Settings.from_env({"LOCK_WAITERS": "auto"}).lock_waiters is None
+    assert Settings.from_env({"LOCK_WAITERS": "14"}).lock_waiters == 14
