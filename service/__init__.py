@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
-
-from . import api, errors, logs, metrics, openapi
-from .config import Settings
-from .orders import OrderService
-from .redis_client import connect
+if TYPE_CHECKING:
+    from flask import Flask
 
 log = logging.getLogger("service")
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the app; ``test_config`` maps Settings field names to values that win over the env."""
+    # Imported here, as Flask's tutorial does: importing one module of the package (say
+    # service.keys) loads neither Flask nor the rest of the service.
+    from flask import Flask
+
+    from . import api, errors, logs, metrics, metrics_api, openapi
+    from .config import Settings
+    from .orders import OrderService
+    from .redis_client import connect
+
     settings = Settings.from_env(**(test_config or {}))
     logs.configure(settings.log_format)
     if not settings.admin_token:
@@ -28,5 +33,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     errors.register(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(openapi.bp)
-    metrics.init_app(app, settings)
+    metrics.configure(settings.metrics_enabled)
+    if settings.metrics_enabled:  # off only to measure their cost: then /metrics is a 404
+        app.register_blueprint(metrics_api.bp)
     return app

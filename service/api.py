@@ -14,7 +14,6 @@ from redis.cluster import RedisCluster
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from .errors import (
-    REDIS_ERRORS,
     Forbidden,
     InvalidOrder,
     MalformedRequest,
@@ -28,6 +27,7 @@ from .errors import (
 from .keys import SKU_PATTERN, SKU_RULE
 from .model import OrderRequest, Outcome
 from .orders import OrderService
+from .redis_client import REDIS_ERRORS
 from .telemetry import order_finished, outcome_name
 
 bp = Blueprint("api", __name__)

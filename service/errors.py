@@ -9,10 +9,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
 from flask import Flask, Response, current_app, json
-from redis.exceptions import RedisClusterException
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from . import metrics
+from .redis_client import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -125,14 +126,7 @@ def _from_http_exception(exc: HTTPException) -> Response:
     return response
 
 
-# What a failing Redis raises: a cluster client's own errors (no slot map, a slot nobody
-# serves) do not derive from RedisError.
-REDIS_ERRORS = (redis.RedisError, RedisClusterException)
-
-
 def _from_redis_error(exc: Exception) -> Response:
-    from . import metrics  # it imports this module
-
     metrics.redis_error(exc)
     log.warning("redis unavailable: %s: %s", type(exc).__name__, exc)
     return _from_problem(Unavailable(f"Redis did not answer in time ({type(exc).__name__})"))

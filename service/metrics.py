@@ -1,4 +1,6 @@
-"""Prometheus metrics: what the service counts, and ``GET /metrics``.
+"""Prometheus metrics: what the service counts (the hot path). It imports nothing from the
+service, so every module can record without an import cycle; ``GET /metrics`` is
+``service/metrics_api.py``.
 
 Under gunicorn every worker is a process of its own, so the metrics live in prometheus_client's
 multiprocess mode: each worker writes its values to files in ``PROMETHEUS_MULTIPROC_DIR``
@@ -7,40 +9,19 @@ worker answers it, adds up the files of every worker, the dead ones' included, s
 never goes back when a worker is replaced. Without that variable (the Flask test client, a
 bare ``flask run``) the values are this process's own.
 
-Recording is switched on by ``init_app`` when METRICS_ENABLED is on (the default). The switch
-is per process, as the metrics are: with it off, the hot path records nothing (one test of a
-module flag) and there is no ``/metrics`` route (404). It exists to measure what the metrics
-cost (``python -m benchmarks --scenario metrics``).
-
-``GET /metrics?sku=A&sku=B`` adds the current stock and sold count of those SKUs, read from
-Redis at that scrape (nothing about SKUs is kept in the process: their number is unbounded).
+Recording is switched on by ``configure`` (``create_app`` calls it with METRICS_ENABLED, on by
+default). The switch is per process, as the metrics are: with it off, the hot path records
+nothing (one test of a module flag). It exists to measure what the metrics cost
+(``python -m benchmarks --scenario metrics``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, request
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-    multiprocess,
-    values,
-)
-from prometheus_client.core import GaugeMetricFamily
-
-from .errors import REDIS_ERRORS, MalformedRequest
-from .keys import SKU_PATTERN, SKU_RULE
-
-if TYPE_CHECKING:
-    from .config import Settings
-    from .orders import OrderService
+from prometheus_client import Counter, Histogram
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +56,6 @@ REDIS_ERROR_COUNT = Counter(
     ["error"])
 
 RENEWAL_RESULTS = ("renewed", "lost", "error")
-MAX_SCRAPED_SKUS = 50
 
 # --- Recording (the hot path) ----------------------------------------------------------------
 
@@ -87,6 +67,9 @@ _order_series: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
 def configure(enabled: bool) -> None:
     global _enabled
     _enabled = enabled
+    if enabled:  # every label value that can occur, at zero, so a rate() has a series at once
+        for result in RENEWAL_RESULTS:
+            LEASE_RENEWALS.labels(result)
 
 
 def enabled() -> bool:
@@ -147,79 +130,3 @@ def lease_renewal(result: str) -> None:
 def redis_error(exc: BaseException) -> None:
     if _enabled:
         _record("Redis error", lambda: REDIS_ERROR_COUNT.labels(type(exc).__name__).inc())
-
-
-# --- GET /metrics ----------------------------------------------------------------------------
-
-bp = Blueprint("metrics", __name__)
-
-
-def init_app(app: Flask, settings: Settings) -> None:
-    """Record (or not) per ``settings.metrics_enabled``; serve /metrics only when on."""
-    configure(settings.metrics_enabled)
-    if settings.metrics_enabled:
-        # Every label value that can occur, at zero, so a rate() has a series from the start.
-        for result in RENEWAL_RESULTS:
-            LEASE_RENEWALS.labels(result)
-        app.register_blueprint(bp)
-
-
-def _process_registry() -> CollectorRegistry:
-    """Every worker's metrics in multiprocess mode (as prometheus_client chose at import),
-    else this process's."""
-    if not getattr(values.ValueClass, "_multiprocess", False):
-        return REGISTRY
-    registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
-    return registry
-
-
-def _requested_skus() -> list[str]:
-    skus = list(dict.fromkeys(request.args.getlist("sku")))
-    if len(skus) > MAX_SCRAPED_SKUS:
-        raise MalformedRequest(f"At most {MAX_SCRAPED_SKUS} sku parameters, got {len(skus)}")
-    bad = [sku for sku in skus if not SKU_PATTERN.fullmatch(sku)]
-    if bad:
-        raise MalformedRequest(f"{SKU_RULE}, got {bad[0]!r}")
-    return skus
-
-
-class _StockCollector:
-    """``order_stock`` and ``order_sold`` of the SKUs asked for, read now; with them
-    ``order_stock_read_success``, 0 when Redis did not answer (the stock series are then
-    missing, and the rest of the scrape still answers)."""
-
-    def __init__(self, service: OrderService, skus: list[str]) -> None:
-        self.readings: dict[str, tuple[int, int]] = {}
-        self.ok = True
-        try:
-            for sku in skus:
-                self.readings[sku] = service.stock(sku)
-        except REDIS_ERRORS as exc:
-            log.warning("metrics: stock not read from Redis: %s: %s", type(exc).__name__, exc)
-            self.readings, self.ok = {}, False
-
-    def collect(self):
-        stock = GaugeMetricFamily("order_stock", "Units available now, read from Redis at "
-                                  "this scrape (GET /metrics?sku=...)", labels=["sku"])
-        sold = GaugeMetricFamily("order_sold", "Units sold so far (sum of the recorded orders' "
-                                 "quantities), read from Redis at this scrape", labels=["sku"])
-        for sku, (available, total_sold) in self.readings.items():
-            stock.add_metric([sku], available)
-            sold.add_metric([sku], total_sold)
-        yield stock
-        yield sold
-        yield GaugeMetricFamily("order_stock_read_success", "1 if the SKUs' stock was read "
-                                "from Redis at this scrape, 0 if Redis did not answer",
-                                value=1 if self.ok else 0)
-
-
-@bp.get("/metrics")
-def scrape() -> Response:
-    skus = _requested_skus()
-    body = generate_latest(_process_registry())
-    if skus:
-        registry = CollectorRegistry()
-        registry.register(_StockCollector(current_app.extensions["order_service"], skus))
-        body += generate_latest(registry)
-    return Response(body, mimetype=None, content_type=CONTENT_TYPE_LATEST)

@@ -13,10 +13,11 @@ import redis
 from redis.cluster import RedisCluster
 
 from .config import Settings
-from .errors import REDIS_ERRORS, OrderNotFound
+from .errors import OrderNotFound
 from .keys import SKU, SkuKeys
 from .lock import FencedLock
 from .model import OrderRequest, Outcome, PendingOrder, new_order_id
+from .redis_client import REDIS_ERRORS
 from .scripts import OrderScripts
 from .strategies import Strategy, build_strategies
 
@@ -44,9 +45,9 @@ class OrderService:
 
         Raises IdempotencyKeyReused (the key's record on this SKU is another request's, and
         nothing was written); LockTimeout or LockLost (``lock`` strategy; both Unavailable,
-        nothing was recorded); and lets redis-py's errors through unwrapped (errors.REDIS_ERRORS:
-        Redis did not answer in time, or refused; the order may or may not have been
-        recorded). errors.py answers all but the first with a 503.
+        nothing was recorded); and lets redis-py's errors through unwrapped
+        (redis_client.REDIS_ERRORS: Redis did not answer in time, or refused; the order may
+        or may not have been recorded). errors.py answers all but the first with a 503.
         """
         pending = PendingOrder(
             request=request,

@@ -1,5 +1,5 @@
 """The service's Redis client: the one place that knows its options (timeouts, no retries,
-Redis Cluster or one server)."""
+Redis Cluster or one server) and what a failing Redis raises (``REDIS_ERRORS``)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,14 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
 
 from .config import Settings
+
+# What a failing Redis raises: a cluster client's own errors (no slot map, a slot nobody
+# serves) do not derive from RedisError.
+REDIS_ERRORS = (redis.RedisError, RedisClusterException)
 
 
 def connect(settings: Settings) -> redis.Redis | redis.RedisCluster:

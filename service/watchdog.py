@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from . import metrics
-from .errors import REDIS_ERRORS
+from .redis_client import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 

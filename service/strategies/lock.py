@@ -19,9 +19,10 @@ from redis.client import Pipeline
 
 from .. import metrics
 from ..config import Settings
-from ..errors import REDIS_ERRORS, LockLost, LockTimeout
+from ..errors import LockLost, LockTimeout
 from ..lock import FencedLock, LockError, holder_token
 from ..model import IDEMPOTENCY_FIELDS, Outcome, PendingOrder
+from ..redis_client import REDIS_ERRORS
 from ..scripts import OrderScripts
 
 log = logging.getLogger(__name__)
