@@ -19,13 +19,13 @@ from .errors import (
     MalformedRequest,
     OutOfStock,
     PayloadTooLarge,
-    Problem,
     Unauthorized,
     Unavailable,
     UnsupportedMediaType,
+    domain_slug,
 )
 from .keys import SKU_PATTERN, SKU_RULE
-from .model import OrderRequest, Outcome
+from .model import DomainError, OrderRequest, Outcome
 from .orders import OrderService
 from .redis_client import REDIS_ERRORS
 from .telemetry import order_finished, outcome_name
@@ -203,8 +203,9 @@ def _place(order_request: OrderRequest) -> Outcome:
     started = time.perf_counter()
     try:
         outcome = _service().place_order(order_request)
-    except Problem as exc:
-        order_finished(order_request, exc.slug, time.perf_counter() - started, g.request_id)
+    except DomainError as exc:
+        order_finished(order_request, domain_slug(exc), time.perf_counter() - started,
+                       g.request_id)
         raise
     except REDIS_ERRORS:
         order_finished(order_request, Unavailable.slug, time.perf_counter() - started,

@@ -1,7 +1,9 @@
 """Problem details (RFC 9457): the one place that turns failures into HTTP statuses.
 
-Domain code raises the exceptions below (or lets redis-py's errors through); ``register``
-installs the handlers that answer each with ``application/problem+json``.
+The HTTP layer raises the ``Problem`` subclasses below (a request it refuses); the domain
+raises the exceptions of ``service/model.py``, which carry no status: ``DOMAIN_PROBLEMS`` is
+the table that gives each its status, type and title. redis-py's errors are a 503.
+``register`` installs the handlers that answer each with ``application/problem+json``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from flask import Flask, Response, current_app, json
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import metrics
+from .model import DomainError, IdempotencyKeyReused, LockLost, LockTimeout, OrderNotFound
 from .redis_client import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -56,13 +59,6 @@ class UnsupportedMediaType(Problem):
     status, slug, title = 415, "unsupported-media-type", "Body must be application/json"
 
 
-class IdempotencyKeyReused(Problem):
-    status, slug, title = 422, "idempotency-key-reused", "Idempotency-Key used for another request"
-
-    def __init__(self) -> None:
-        super().__init__("This Idempotency-Key was first used with another request body")
-
-
 class Unauthorized(Problem):
     status, slug, title = 401, "unauthorized", "Authorization required"
 
@@ -72,10 +68,6 @@ class Unauthorized(Problem):
 
 class Forbidden(Problem):
     status, slug, title = 403, "forbidden", "Wrong credentials"
-
-
-class OrderNotFound(Problem):
-    status, slug, title = 404, "order-not-found", "No such order"
 
 
 class OutOfStock(Problem):
@@ -92,12 +84,20 @@ class Unavailable(Problem):
         return {"Retry-After": str(RETRY_AFTER_S), **self.extra_headers}
 
 
-class LockTimeout(Unavailable):
-    slug, title = "lock-timeout", "The SKU's lock was not acquired in time"
+# The one table of the domain's exceptions: status, problem type (slug) and title. A 503
+# carries Retry-After, as every Unavailable does.
+DOMAIN_PROBLEMS: dict[type[DomainError], tuple[int, str, str]] = {
+    IdempotencyKeyReused: (422, "idempotency-key-reused",
+                           "Idempotency-Key used for another request"),
+    OrderNotFound: (404, "order-not-found", "No such order"),
+    LockTimeout: (503, "lock-timeout", "The SKU's lock was not acquired in time"),
+    LockLost: (503, "lock-lost", "The lock was lost before the order was written"),
+}
 
 
-class LockLost(Unavailable):
-    slug, title = "lock-lost", "The lock was lost before the order was written"
+def domain_slug(exc: DomainError) -> str:
+    """The problem type a domain exception is answered with (logs and metrics name it)."""
+    return DOMAIN_PROBLEMS[type(exc)][1]
 
 
 def problem_response(
@@ -111,6 +111,14 @@ def problem_response(
 def _from_problem(exc: Problem) -> Response:
     response = problem_response(exc.status, exc.slug, exc.title, exc.detail, **exc.extensions)
     response.headers.update(exc.headers())
+    return response
+
+
+def _from_domain_error(exc: DomainError) -> Response:
+    status, slug, title = DOMAIN_PROBLEMS[type(exc)]
+    response = problem_response(status, slug, title, exc.detail)
+    if status == Unavailable.status:
+        response.headers.update(Unavailable("").headers())
     return response
 
 
@@ -139,6 +147,7 @@ def _from_unexpected(exc: Exception) -> Response:
 
 def register(app: Flask) -> None:
     app.register_error_handler(Problem, _from_problem)
+    app.register_error_handler(DomainError, _from_domain_error)
     app.register_error_handler(HTTPException, _from_http_exception)
     for error in REDIS_ERRORS:
         app.register_error_handler(error, _from_redis_error)

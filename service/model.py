@@ -1,4 +1,8 @@
-"""The value objects the domain and its strategies pass around."""
+"""The value objects the domain and its strategies pass around, and the domain's exceptions.
+
+Nothing here knows about HTTP: ``service/errors.py`` holds the one table that maps each
+exception to its status, problem type and title.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,35 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-from .errors import IdempotencyKeyReused
 from .keys import SkuKeys
+
+
+class DomainError(Exception):
+    """A failure the domain reports to its caller, with a detail for the client."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class IdempotencyKeyReused(DomainError):
+    """The key's record on this SKU belongs to another request; nothing was written."""
+
+    def __init__(self) -> None:
+        super().__init__("This Idempotency-Key was first used with another request body")
+
+
+class OrderNotFound(DomainError):
+    """No order with that id (or an id that cannot be one)."""
+
+
+class LockTimeout(DomainError):
+    """The SKU's lock was not acquired in time; nothing was recorded."""
+
+
+class LockLost(DomainError):
+    """The lock passed to another holder before the write; nothing was recorded."""
+
 
 # The fields of an idempotency record, in the order the scripts read and write them.
 IDEMPOTENCY_FIELDS = ("fp", "code", "order_id", "stock_left", "strategy", "replica")

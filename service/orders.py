@@ -13,10 +13,9 @@ import redis
 from redis.cluster import RedisCluster
 
 from .config import Settings
-from .errors import OrderNotFound
 from .keys import SKU, SkuKeys
 from .lock import FencedLock
-from .model import OrderRequest, Outcome, PendingOrder, new_order_id
+from .model import OrderNotFound, OrderRequest, Outcome, PendingOrder, new_order_id
 from .redis_client import REDIS_ERRORS
 from .scripts import OrderScripts
 from .strategies import Strategy, build_strategies

@@ -78,3 +78,31 @@ def test_one_module_loads_no_flask():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"
+
+
+# Below the HTTP layer: what the domain is made of.
+DOMAIN = {"service.model", "service.orders", "service.strategies", "service.strategies.lock",
+          "service.strategies.lua", "service.strategies.none", "service.lock",
+          "service.watchdog", "service.scripts", "service.keys", "service.config",
+          "service.redis_client", "service.metrics"}
+HTTP = {"service", "service.api", "service.errors", "service.metrics_api", "service.openapi",
+        "service.telemetry", "service.logs"}
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for nxt in graph.get(todo.pop(), ()):
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    return seen
+
+
+def test_the_domain_knows_nothing_of_http():
+    """Arrows run down: no domain module reaches the HTTP layer's modules, and the domain
+    raises exceptions without statuses (errors.py maps them)."""
+    graph = import_graph()
+    assert DOMAIN | HTTP == set(graph), "a new module: place it in DOMAIN or HTTP"
+    assert {module: sorted(reachable(graph, module) & HTTP) for module in DOMAIN
+            if reachable(graph, module) & HTTP} == {}

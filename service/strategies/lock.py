@@ -19,9 +19,8 @@ from redis.client import Pipeline
 
 from .. import metrics
 from ..config import Settings
-from ..errors import LockLost, LockTimeout
 from ..lock import FencedLock, LockError, holder_token
-from ..model import IDEMPOTENCY_FIELDS, Outcome, PendingOrder
+from ..model import IDEMPOTENCY_FIELDS, LockLost, LockTimeout, Outcome, PendingOrder
 from ..redis_client import REDIS_ERRORS
 from ..scripts import OrderScripts
 

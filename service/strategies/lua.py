@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import IdempotencyKeyReused
-from ..model import Outcome, PendingOrder
+from ..model import IdempotencyKeyReused, Outcome, PendingOrder
 from ..scripts import OrderScripts
 
 
