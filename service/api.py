@@ -10,7 +10,6 @@ import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
-from redis.cluster import RedisCluster
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from .errors import (
@@ -264,17 +263,10 @@ def livez() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
-    """Ready when Redis answers PING; on a Redis Cluster, when any master does: one master
-    down fails its own SKUs only, and must not take every replica out of the Service."""
-    client = _service().redis
-    failure = "no master"
-    for target in (client.get_primaries() if isinstance(client, RedisCluster) else [None]):
-        try:
-            client.ping(**({"target_nodes": target} if target is not None else {}))
-            return _json_response({"status": "ready"})
-        except Exception as exc:  # any failure to answer PING counts as not there
-            failure = type(exc).__name__
-    raise Unavailable(f"Redis did not answer PING: {failure}")
+    failure = _service().redis_failure()
+    if failure is not None:
+        raise Unavailable(f"Redis did not answer PING: {failure}")
+    return _json_response({"status": "ready"})
 
 
 @bp.after_app_request

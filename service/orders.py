@@ -77,6 +77,20 @@ class OrderService:
         record["quantity"] = int(record["quantity"])
         return record
 
+    def redis_failure(self) -> str | None:
+        """None when Redis answers PING, else why not (the readiness check). On a Redis
+        Cluster, any master answering will do: one master down fails its own SKUs only, and
+        must not take every replica out of the Service."""
+        client = self.redis
+        failure = "no master"
+        for target in (client.get_primaries() if isinstance(client, RedisCluster) else [None]):
+            try:
+                client.ping(**({"target_nodes": target} if target is not None else {}))
+                return None
+            except Exception as exc:  # any failure to answer PING counts as not there
+                failure = type(exc).__name__
+        return failure
+
     def prepare_worker(self, threads: int) -> None:
         """Make a worker of ``threads`` threads ready for its first burst before it takes a
         request: every script loaded into Redis (no NOSCRIPT round trip on a first call), one
