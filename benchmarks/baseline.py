@@ -58,7 +58,7 @@ for name in ("hiredis", "gunicorn_h1c"):
 
 def run_contender(name: str, redis_server: RedisServer, concurrency: int, duration_s: float,
                   round_number: int) -> dict[str, Any]:
-    sku = f"baseline-{round_number}-{len(name)}-{name.split(',')[0]}"
+    sku = f"baseline-{round_number}-{list(CONTENDERS).index(name)}"
     with redis_server.admin() as admin:
         admin.set(SkuKeys(sku).stock, STOCK)
     env = {}
@@ -68,9 +68,9 @@ def run_contender(name: str, redis_server: RedisServer, concurrency: int, durati
         (hidden / "sitecustomize.py").write_text(HIDE_ACCELERATORS)
         env["PYTHONPATH"] = str(hidden)
     with LocalCluster(replicas=1, redis_url=redis_server.url, workers=None, env=env,
-                      gunicorn_args=CONTENDERS[name]) as running:
+                      gunicorn_args=CONTENDERS[name]) as running, redis_server.admin() as admin:
         time.sleep(SETTLE_S)
-        probe = CostProbe([r.process.pid for r in running.replicas], redis_server.admin())
+        probe = CostProbe([r.process.pid for r in running.replicas], admin)
         probe.start()
         # The service's default strategy is lua: the same request line for every contender.
         run = asyncio.run(closed_loop(running.urls, concurrency, duration_s, "/orders",

@@ -137,3 +137,27 @@ def test_an_unready_target_is_refused(tmp_path):
     code = main(["--target", f"http://127.0.0.1:{free_port()}", "--scenario", "seed",
                  "--wait-ready", "1", "--out", str(tmp_path)])
     assert code == 2 and not (tmp_path / "results.json").exists()
+
+
+def test_baseline_and_redis_scenarios(tmp_path):
+    """The service beside the ten-line route (four contenders, one round), and each
+    strategy's ceiling without HTTP: every contender sells, the costs are there."""
+    code = main(["--scenario", "baseline,redis", "--replicas", "1", "--duration", "0.5",
+                 "--baseline-rounds", "1", "--baseline-concurrency", "4",
+                 "--strategies", "lua,lock", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert code == 0
+    baseline = results["scenarios"]["baseline"]
+    assert [row["contender"] for row in baseline["rows"]] == [
+        "service", "baseline, same settings", "baseline, plain gunicorn", "hand-written peer"]
+    for row in baseline["rows"]:
+        assert row["orders_per_s"] > 0 and row["errors"] == 0, row
+        assert row["server_cpu_ms_per_order"] > 0 and row["redis_commands_per_order"] > 0, row
+    assert baseline["summary"]["service_vs_baseline"] > 0
+    ceiling = {row["strategy"]: row for row in results["scenarios"]["redis"]["rows"]}
+    assert set(ceiling) == {"lua", "lock"}
+    for row in ceiling.values():
+        assert row["orders_per_s"] > 0 and row["failures"] == 0, row
+    verdicts = {c["target"]: c["verdict"] for c in results["targets"]}
+    assert all(verdicts[t] in ("met", "missed") for t in verdicts if "baseline route" in t
+               or "hand-written peer" in t)
