@@ -7,6 +7,7 @@ puts one; nothing is assumed to be running already.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -37,10 +38,23 @@ def find_redis_server() -> str:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# Listening ports come from below Linux's default ephemeral range (32768-60999): a port the
+# kernel picked (bind to 0) is one an outgoing connection can take before our process binds
+# it, and a warm worker opens a Redis connection per thread while the next replica starts.
+LISTEN_PORTS = (10000, 32767)
+
+
+def free_port(attempts: int = 200) -> int:
+    """A loopback port free now, below the ephemeral range."""
+    for _ in range(attempts):
+        port = random.randint(*LISTEN_PORTS)
+        try:
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+    raise RedisServerError("no free loopback port below the ephemeral range")
 
 
 def connect(url: str, cluster: bool = False, **options: object) -> redis.Redis:
