@@ -10,6 +10,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from redis.lock import Lock
@@ -48,6 +49,15 @@ class LockResult:
         return asdict(self)
 
 
+def run_in_threads(target: Callable[[], None], count: int) -> None:
+    """Run ``target`` in ``count`` threads at once and wait for them all."""
+    pool = [threading.Thread(target=target) for _ in range(count)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+
+
 def _contend(url: str, cluster: bool, name: str, label: str, threads: int, duration_s: float,
              start_at: float, queue: multiprocessing.Queue) -> None:
     lock_class, sleep = next((c, s) for lbl, c, s in CONTENDERS if lbl == label)
@@ -76,11 +86,7 @@ def _contend(url: str, cluster: bool, name: str, label: str, threads: int, durat
             with lock_guard:
                 waits.append(waited)
 
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
+    run_in_threads(worker, threads)
     queue.put((waits, timeouts))
 
 

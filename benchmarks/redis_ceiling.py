@@ -19,6 +19,7 @@ from service.orders import OrderService
 from service.redis_client import connect
 
 from .cost import CostProbe
+from .lockbench import run_in_threads
 from .redis_server import connect as admin_connect
 from .throughput import percentile
 
@@ -54,11 +55,7 @@ def _drive(url: str, cluster: bool, strategy: str, sku: str, threads: int, durat
             latencies.extend(mine)
             failures += failed
 
-    pool = [threading.Thread(target=caller) for _ in range(threads)]
-    for thread in pool:
-        thread.start()
-    for thread in pool:
-        thread.join()
+    run_in_threads(caller, threads)
     results.put((latencies, failures))
 
 

@@ -117,8 +117,8 @@ def _from_problem(exc: Problem) -> Response:
 def _from_domain_error(exc: DomainError) -> Response:
     status, slug, title = DOMAIN_PROBLEMS[type(exc)]
     response = problem_response(status, slug, title, exc.detail)
-    if status == Unavailable.status:
-        response.headers.update(Unavailable("").headers())
+    if status == Unavailable.status:  # as every Unavailable: try again shortly
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
     return response
 
 

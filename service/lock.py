@@ -306,7 +306,7 @@ class FencedLock(Lock):
             replies = pipe.execute(raise_on_error=False)
             if attempt or not isinstance(replies[0], NoScriptError):
                 break
-            self._own_redis().script_load(script.script)
+            script.load(self.redis, keys)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply

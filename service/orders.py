@@ -21,8 +21,8 @@ from .scripts import OrderScripts
 from .strategies import Strategy, build_strategies
 
 ORDER_ID_PATTERN = re.compile(rf"^(?P<sku>{SKU})~[0-9a-f]{{20}}$")
-# Threads of a worker kept free of lock waiters by default: one for a probe, one for a lua
-# order or a stock read.
+# Threads of a worker kept free of lock waiters with LOCK_WAITERS=auto: one for a probe, one
+# for a lua order or a stock read.
 RESERVED_THREADS = 2
 
 log = logging.getLogger(__name__)

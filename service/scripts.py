@@ -7,6 +7,7 @@ to the one master that serves the keys on a Redis Cluster.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -47,12 +48,16 @@ class SlotScript(Script):
         try:
             return client.execute_command(*command)
         except NoScriptError:
-            if isinstance(client, RedisCluster) and keys:
-                client.execute_command("SCRIPT LOAD", self.script,
-                                       target_nodes=client.get_node_from_key(keys[0]))
-            else:
-                client.script_load(self.script)
+            self.load(client, keys)
             return client.execute_command(*command)
+
+    def load(self, client: redis.Redis | RedisCluster, keys: Sequence[str] = ()) -> None:
+        """SCRIPT LOAD where a call with ``keys`` runs: on a cluster, that key's master only."""
+        if isinstance(client, RedisCluster) and keys:
+            client.execute_command("SCRIPT LOAD", self.script,
+                                   target_nodes=client.get_node_from_key(keys[0]))
+        else:
+            client.script_load(self.script)
 
 
 def register(client: redis.Redis | RedisCluster, text: str) -> SlotScript:
