@@ -1,5 +1,5 @@
 # The order service image: gunicorn with the same gunicorn.conf.py and arguments the local
-# launcher uses (benchmarks/cluster.py, GUNICORN_ARGS), plus the benchmark for the in-cluster
+# launcher uses (harness/replicas.py, GUNICORN_ARGS), plus the benchmark for the in-cluster
 # Job. Build from the repository root: docker build -t order-service:0.1.0 .
 
 # Build stage: a virtualenv with requirements-image.txt only (no test or lint tools), from
@@ -36,6 +36,7 @@ WORKDIR /app
 COPY gunicorn.conf.py ./
 COPY lua/ lua/
 COPY service/ service/
+COPY harness/ harness/
 COPY benchmarks/ benchmarks/
 USER 10001:10001
 EXPOSE 8000

@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint cluster clean
+.PHONY: demo test lint replicas clean
 
 $(VENV)/.installed: requirements.txt requirements-image.txt
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "Python 3.11+ needed"'
@@ -21,8 +21,8 @@ test: $(VENV)/.installed lint  ## lint, then every test against real redis-serve
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 
-cluster: $(VENV)/.installed  ## a local Redis + 3 replicas, until Ctrl-C
-	$(BIN)/python -m benchmarks.cluster --replicas 3
+replicas: $(VENV)/.installed  ## a local Redis + 3 replicas, until Ctrl-C
+	$(BIN)/python -m harness.replicas --replicas 3
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .cluster-logs results
+	rm -rf $(VENV) .pytest_cache .ruff_cache .replica-logs results

@@ -26,14 +26,13 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from harness.load import closed_loop, percentile
+from harness.redis_server import RedisServer
+from harness.replicas import GUNICORN_ARGS, LocalReplicas
 from service.keys import SkuKeys
 
-from .cluster import GUNICORN_ARGS, LocalCluster
 from .cost import CostProbe
-from .load import closed_loop
 from .progress import Progress
-from .redis_server import RedisServer
-from .throughput import percentile
 
 BASELINE_APP = "benchmarks.baseline_app:app"
 PLAIN_GUNICORN = ("-k", "gthread", "-w", "2", "--threads", "16")
@@ -67,7 +66,7 @@ def run_contender(name: str, redis_server: RedisServer, concurrency: int, durati
         hidden.mkdir(exist_ok=True)
         (hidden / "sitecustomize.py").write_text(HIDE_ACCELERATORS)
         env["PYTHONPATH"] = str(hidden)
-    with LocalCluster(replicas=1, redis_url=redis_server.url, workers=None, env=env,
+    with LocalReplicas(replicas=1, redis_url=redis_server.url, workers=None, env=env,
                       gunicorn_args=CONTENDERS[name]) as running, redis_server.admin() as admin:
         time.sleep(SETTLE_S)
         probe = CostProbe([r.process.pid for r in running.replicas], admin)

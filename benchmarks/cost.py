@@ -71,7 +71,7 @@ def _redis_totals(client: Any) -> tuple[float, int, int]:
 class CostProbe:
     """Reads costs around a level. ``server_pids``: the gunicorn masters of the replicas (their
     workers are found as children); ``redis``: an administrator's client (one server or a
-    cluster); either may be missing (a run against ``--target``)."""
+    cluster); either may be missing (a run against ``--url``)."""
 
     def __init__(self, server_pids: list[int] | None = None, redis: Any = None) -> None:
         self.server_pids = server_pids or []

@@ -15,10 +15,9 @@ from dataclasses import asdict, dataclass
 
 from redis.lock import Lock
 
+from harness.load import percentile
+from harness.redis_server import admin_client
 from service.lock import FencedLock
-
-from .redis_server import connect
-from .throughput import percentile
 
 # (label, lock class, sleep between polls; None = the class's default)
 CONTENDERS = [
@@ -61,7 +60,7 @@ def run_in_threads(target: Callable[[], None], count: int) -> None:
 def _contend(url: str, cluster: bool, name: str, label: str, threads: int, duration_s: float,
              start_at: float, queue: multiprocessing.Queue) -> None:
     lock_class, sleep = next((c, s) for lbl, c, s in CONTENDERS if lbl == label)
-    client = connect(url, cluster, socket_timeout=5, max_connections=threads + 2)
+    client = admin_client(url, cluster, socket_timeout=5, max_connections=threads + 2)
     waits: list[float] = []
     timeouts = 0
     lock_guard = threading.Lock()

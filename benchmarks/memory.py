@@ -8,14 +8,13 @@ from typing import Any
 
 import psutil
 
+from harness.http import put_stock
+from harness.load import closed_loop
+from harness.replicas import LocalReplicas
 from service.keys import SkuKeys
 
-from .cluster import LocalCluster
-from .load import closed_loop
-from .seed import put_stock
 
-
-def memory(cluster: LocalCluster) -> dict[str, Any]:
+def memory(cluster: LocalReplicas) -> dict[str, Any]:
     """Resident memory per replica (master + workers), and Redis bytes per recorded order."""
     rss = {}
     for replica in cluster.replicas:

@@ -15,7 +15,8 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .cluster import ROOT, LocalCluster
+from harness.replicas import ROOT, LocalReplicas
+
 from .progress import Progress
 from .throughput import run_level
 
@@ -73,7 +74,7 @@ def run_metrics_scenario(args: argparse.Namespace) -> dict[str, Any]:
               for number in range(1, args.metrics_rounds + 1)]
     progress = Progress(2 + 2 * len(rounds), "metrics")
     rows = []
-    with LocalCluster(replicas=2 * count, workers=args.workers, env=env,
+    with LocalReplicas(replicas=2 * count, workers=args.workers, env=env,
                       replica_env=replica_env, redis=args.redis,
                       masters=args.masters) as cluster:
         urls = {"on": cluster.urls[:count], "off": cluster.urls[count:]}

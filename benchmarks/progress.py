@@ -6,7 +6,7 @@ import sys
 
 from tqdm import tqdm
 
-from .load import Result
+from harness.load import Result
 
 
 class Progress:

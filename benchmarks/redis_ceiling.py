@@ -13,6 +13,8 @@ import threading
 import time
 from typing import Any
 
+from harness.load import percentile
+from harness.redis_server import admin_client
 from service.config import Settings
 from service.model import OrderRequest
 from service.orders import OrderService
@@ -20,8 +22,6 @@ from service.redis_client import connect
 
 from .cost import CostProbe
 from .lockbench import run_in_threads
-from .redis_server import connect as admin_connect
-from .throughput import percentile
 
 STOCK = 1_000_000_000
 START_DELAY_S = 1.5  # every process started and connected before the clock runs
@@ -62,7 +62,7 @@ def _drive(url: str, cluster: bool, strategy: str, sku: str, threads: int, durat
 def run_strategy(url: str, strategy: str, cluster: bool = False, processes: int = 3,
                  threads: int = 8, duration_s: float = 3.0) -> dict[str, Any]:
     sku = f"ceiling-{strategy}-{time.time_ns()}"
-    with admin_connect(url, cluster) as admin:
+    with admin_client(url, cluster) as admin:
         settings = Settings(redis_url=url, redis_cluster=cluster, replica_id="ceiling-setup")
         OrderService(settings, admin).set_stock(sku, STOCK)
         probe = CostProbe(redis=admin)

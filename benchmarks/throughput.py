@@ -8,27 +8,19 @@ then reconciles what the clients saw with what the service reports (``GET /stock
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from harness.http import http_json, put_stock
+from harness.load import LoadRun, Result, closed_loop, percentile
+
 from .cost import CostProbe
-from .load import LoadRun, Result, closed_loop
-from .seed import http_json, put_stock
 
 INITIAL_STOCK = 10_000_000
 ORDERS_CHECKED_BY_ID = 50
-
-
-def percentile(sorted_values: list[float], fraction: float) -> float:
-    """Nearest-rank percentile of an ascending list; 0 for an empty one."""
-    if not sorted_values:
-        return 0.0
-    rank = max(1, math.ceil(fraction * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 @dataclass

@@ -19,9 +19,9 @@ import redis
 from flask import Flask
 from flask.testing import FlaskClient
 
-from benchmarks.invariants import Books
-from benchmarks.redis_cluster import RedisClusterNodes
-from benchmarks.redis_server import RedisServer
+from harness.books import Books
+from harness.redis_cluster import RedisClusterNodes
+from harness.redis_server import RedisServer
 from service import create_app
 
 Backend = RedisServer | RedisClusterNodes

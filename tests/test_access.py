@@ -76,7 +76,7 @@ def test_with_admin_token_start_up_does_not_warn(make_app, caplog):
 
 
 # Redis credentials: a server whose default user needs a password, and an ACL user
-# ("orders") without the dangerous commands (see benchmarks/redis_server.py).
+# ("orders") without the dangerous commands (see harness/redis_server.py).
 
 def app_on(**settings):
     return create_app({"replica_id": "r", "redis_timeout_ms": 300, **settings}).test_client()
@@ -125,10 +125,10 @@ def test_the_acl_user_really_lacks_the_dangerous_commands(acl_redis):
 def test_the_benchmark_sends_the_admin_token_from_its_environment(monkeypatch):
     """Replicas with ADMIN_TOKEN: the seed run (as the in-cluster Job runs it) sets its stock
     with the token from its own environment, and cannot without it."""
-    from benchmarks.cluster import LocalCluster
-    from benchmarks.seed import run_seed
+    from harness.experiment import run_seed
+    from harness.replicas import LocalReplicas
 
-    with LocalCluster(replicas=2, env={"ADMIN_TOKEN": TOKEN}) as cluster:
+    with LocalReplicas(replicas=2, env={"ADMIN_TOKEN": TOKEN}) as cluster:
         monkeypatch.delenv("ADMIN_TOKEN", raising=False)
         with pytest.raises(RuntimeError, match="401"):
             run_seed(cluster.urls, "lua", sku="guarded-open")

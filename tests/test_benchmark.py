@@ -7,12 +7,13 @@ exist and that the numbers in them agree with what Redis holds.
 from __future__ import annotations
 
 import json
+from statistics import median
 
 import pytest
 import redis
 
 from benchmarks.__main__ import main
-from benchmarks.cluster import LocalCluster
+from harness.replicas import LocalReplicas
 from service.keys import SkuKeys
 
 pytestmark = pytest.mark.slow
@@ -20,14 +21,14 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cluster():
-    with LocalCluster(replicas=2, env={"ENABLE_UNSAFE_STRATEGY": "1"}) as running:
+    with LocalReplicas(replicas=2, env={"ENABLE_UNSAFE_STRATEGY": "1"}) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def report(cluster, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    code = main(["--target", ",".join(cluster.urls), "--redis-url", cluster.redis_url,
+    code = main(["--url", ",".join(cluster.urls), "--redis-url", cluster.redis_url,
                  "--scenario", "seed,throughput,spread,lock", "--duration", "0.4",
                  "--concurrency", "1,4", "--spread-skus", "3", "--lock-duration", "0.5",
                  "--out", str(out)])
@@ -132,9 +133,9 @@ def test_cluster_run_and_masters_scenario(tmp_path):
 
 
 def test_an_unready_target_is_refused(tmp_path):
-    from benchmarks.redis_server import free_port
+    from harness.redis_server import free_port
 
-    code = main(["--target", f"http://127.0.0.1:{free_port()}", "--scenario", "seed",
+    code = main(["--url", f"http://127.0.0.1:{free_port()}", "--scenario", "seed",
                  "--wait-ready", "1", "--out", str(tmp_path)])
     assert code == 2 and not (tmp_path / "results.json").exists()
 
@@ -161,3 +162,28 @@ def test_baseline_and_redis_scenarios(tmp_path):
     verdicts = {c["target"]: c["verdict"] for c in results["targets"]}
     assert all(verdicts[t] in ("met", "missed") for t in verdicts if "baseline route" in t
                or "hand-written peer" in t)
+
+
+@pytest.mark.slow
+def test_benchmark_measures_the_cost_of_the_metrics(tmp_path):
+    code = main(["--scenario", "metrics", "--replicas", "1", "--duration", "0.3",
+                 "--metrics-rounds", "2", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    section = results["scenarios"]["metrics"]
+    rows, summary = section["rows"], section["summary"]
+    assert code == 0
+    assert [(row["metrics"], row["round"]) for row in rows] == [
+        ("on", 1), ("off", 1), ("off", 2), ("on", 2)]
+    assert all(row["strategy"] == "lua" and row["concurrency"] == 32 and row["created"] > 0
+               and row["oversold"] == 0 and not row["problems"] for row in rows)
+    on = median([row["orders_per_s"] for row in rows if row["metrics"] == "on"])
+    off = median([row["orders_per_s"] for row in rows if row["metrics"] == "off"])
+    assert summary["on_orders_per_s"] == round(on, 1)
+    assert summary["off_orders_per_s"] == round(off, 1)
+    assert summary["cost_percent"] == round((off - on) / off * 100, 2)
+    # The replicas with metrics on counted every order they created, and only those.
+    assert summary["counted_by_metrics"] == summary["created_with_metrics"] > 0
+    assert 0 < summary["recording_us_per_order"] < 1000
+    target = next(t for t in results["targets"] if t["target"].startswith("metrics cost"))
+    assert target["verdict"] == ("met" if summary["cost_percent"] < 5 else "missed")
+    assert "| on | 1 | lua | 32 |" in (tmp_path / "report.md").read_text()

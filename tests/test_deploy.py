@@ -33,7 +33,7 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from benchmarks.cluster import GUNICORN_ARGS
+from harness.replicas import GUNICORN_ARGS
 from service import scripts
 from service.config import Settings
 
@@ -322,13 +322,32 @@ def app_paths() -> set[str]:
     app_package = GUNICORN_ARGS[-1].split(":")[0].split(".")[0]
     lua = scripts.LUA_DIR.relative_to(ROOT).parts[0]
     job_module = job_command(load_job())[2]  # python -m <module>
-    return {config_file, app_package, lua, job_module}
+    return {config_file, app_package, lua, *local_packages(job_module)}
+
+
+def local_packages(package: str) -> set[str]:
+    """``package`` and the repository's packages it imports, at any depth."""
+    found, todo = set(), [package]
+    while todo:
+        name = todo.pop()
+        found.add(name)
+        for file in (ROOT / name).rglob("*.py"):
+            for node in ast.walk(ast.parse(file.read_text())):
+                if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    top = node.module.split(".")[0]
+                elif isinstance(node, ast.Import):
+                    top = node.names[0].name.split(".")[0]
+                else:
+                    continue
+                if top not in found and (ROOT / top / "__init__.py").exists():
+                    todo.append(top)
+    return found
 
 
 def test_workdir_holds_what_the_app_and_the_job_need(final):
     workdir, contents = workdir_contents(final)
     needed = app_paths()
-    assert needed == {"gunicorn.conf.py", "service", "lua", "benchmarks"}
+    assert needed == {"gunicorn.conf.py", "service", "lua", "benchmarks", "harness"}
     for path in needed:
         target = posixpath.join(workdir, path)
         assert contents.get(target) == path, f"{target} is not copied from {path}"
@@ -436,7 +455,7 @@ def test_build_context_is_exactly_what_the_dockerfile_copies(stages):
     rules = dockerignore_rules((ROOT / ".dockerignore").read_text())
     copied = {source for stage in stages for source in workdir_contents(stage)[1].values()}
     heavy = {".git", ".venv"}
-    for directory in heavy | {"tests", "k8s", "results", ".cluster-logs", "docs"}:
+    for directory in heavy | {"tests", "k8s", "results", ".replica-logs", "docs"}:
         assert not in_context(f"{directory}/anything", rules), f"{directory}/ is sent to Docker"
     for name in ("README.md", "requirements.txt", ".env", "Makefile"):
         assert not in_context(name, rules), f"{name} is sent to Docker"
@@ -503,7 +522,7 @@ def requirement_closure(roots: dict[str, set[str]]) -> set[str]:
 
 def third_party_imports(*packages: str) -> set[str]:
     """Distributions that the modules of ``packages`` import, at any level."""
-    local = {path.name for path in ROOT.iterdir()} | {"service", "benchmarks"}
+    local = {path.name for path in ROOT.iterdir()}
     stdlib = sys.stdlib_module_names
     modules: set[str] = set()
     for package in packages:
@@ -546,12 +565,12 @@ def test_every_pin_is_what_is_installed(requirements):
 
 
 def test_image_requirements_are_the_closure_of_what_the_image_runs(requirements):
-    """Exactly what service/ and benchmarks/ import, plus gunicorn (the CMD) and the C parser
-    its configuration requires, with the extras pinned, and all they need: nothing missing
-    from the image, no test or lint tool in it."""
+    """Exactly what service/, harness/ and benchmarks/ import, plus gunicorn (the CMD) and the
+    C parser its configuration requires, with the extras pinned, and all they need: nothing
+    missing from the image, no test or lint tool in it."""
     image = requirements[0]
     gunicorn = metadata.entry_points(group="console_scripts", name="gunicorn")
-    roots = third_party_imports("service", "benchmarks")
+    roots = third_party_imports(*local_packages("benchmarks"))
     roots |= {canonicalize_name(entry.dist.name) for entry in gunicorn}
     if gunicorn_setting("http_parser") == "fast":  # gunicorn then refuses to run without it
         roots |= {canonicalize_name(name)
@@ -1094,7 +1113,7 @@ def test_benchmark_job_runs_the_seed_experiment_against_the_service(manifests):
         pytest.fail(f"python -m benchmarks refuses the Job's arguments: {command[3:]}")
     assert args.scenarios == ("seed",)
     service = find(manifests, "Service", "order-service")
-    target = urlsplit(args.target)
+    target = urlsplit(args.url)
     assert target.hostname == (f"{service['metadata']['name']}."
                                f"{service['metadata']['namespace']}.svc.cluster.local")
     assert (target.port or 80) == service["spec"]["ports"][0]["port"]

@@ -16,12 +16,12 @@ import time
 import pytest
 import redis
 
-from benchmarks.cluster import LocalCluster
-from benchmarks.fault_scenarios import SCENARIOS as FAULTS
-from benchmarks.faults import run_variant
-from benchmarks.invariants import Books, assert_safe
-from benchmarks.load import run_burst
-from benchmarks.redis_server import RedisServer
+from harness.books import Books, assert_safe
+from harness.fault_scenarios import SCENARIOS as FAULTS
+from harness.faults import run_variant
+from harness.load import run_burst
+from harness.redis_server import RedisServer
+from harness.replicas import LocalReplicas
 from service.keys import SkuKeys
 
 from .waiting import wait_for
@@ -62,7 +62,7 @@ def crash_redis_mid_run(strategy, durable):
     more orders. Returns (statuses while down, ids answered 201, what GET /orders says)."""
     with RedisServer(durable=durable) as server:
         env = {"REDIS_TIMEOUT_MS": "300"}
-        with LocalCluster(replicas=3, redis_url=server.url, env=env) as cluster:
+        with LocalReplicas(replicas=3, redis_url=server.url, env=env) as cluster:
             sku = f"restart-{strategy}"
             run_burst(cluster.urls[:1], 1, f"/stock/{sku}", method="PUT",
                       body={"quantity": 1000})
@@ -113,7 +113,7 @@ def freeze_a_holder(strategy="lock", fenced=True):
     if not fenced:
         slow["DISABLE_FENCING"] = "1"
     env = {"ENABLE_UNSAFE_STRATEGY": "1", "LOCK_TTL_MS": "300", "LOCK_WAIT_MS": "3000"}
-    with LocalCluster(replicas=3, env=env, replica_env={1: slow}) as cluster, \
+    with LocalReplicas(replicas=3, env=env, replica_env={1: slow}) as cluster, \
             redis.Redis.from_url(cluster.redis_url, decode_responses=True) as client:
         sku = "frozen"
         run_burst(cluster.urls[:1], 1, f"/stock/{sku}", method="PUT", body={"quantity": 10})
@@ -165,7 +165,7 @@ def kill_a_holder(lease_ms):
     2 and 3, willing to wait 3 s for the lock, take 5 orders. Returns (their answers, books)."""
     slow = {"CRITICAL_SECTION_DELAY_MS": "5000"}
     env = {"ENABLE_UNSAFE_STRATEGY": "1", "LOCK_TTL_MS": str(lease_ms), "LOCK_WAIT_MS": "3000"}
-    with LocalCluster(replicas=3, env=env, replica_env={1: slow}) as cluster, \
+    with LocalReplicas(replicas=3, env=env, replica_env={1: slow}) as cluster, \
             redis.Redis.from_url(cluster.redis_url, decode_responses=True) as client:
         sku = "killed"
         run_burst(cluster.urls[:1], 1, f"/stock/{sku}", method="PUT", body={"quantity": 10})

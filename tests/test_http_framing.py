@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import pytest
 import redis
 
-from benchmarks.cluster import LocalCluster, Replica
-from benchmarks.invariants import Books
+from harness.books import Books
+from harness.replicas import LocalReplicas, Replica
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,7 @@ FOLLOW_UP = b"GET /livez HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\
 
 @pytest.fixture(scope="module")
 def replica() -> Iterator[tuple[Replica, redis.Redis]]:
-    with LocalCluster(replicas=1, workers=1, env={"ADMIN_TOKEN": TOKEN}) as cluster, \
+    with LocalReplicas(replicas=1, workers=1, env={"ADMIN_TOKEN": TOKEN}) as cluster, \
             cluster.redis_client(decode_responses=True) as client:
         yield cluster.replicas[0], client
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.customers import Attempt, Customer
-from benchmarks.invariants import assert_safe, tally
+from harness.books import assert_safe, tally
+from harness.customers import Attempt, Customer
 from service.config import ConfigError, Settings
 from service.keys import SkuKeys
 from service.lock import held_by, holder_token

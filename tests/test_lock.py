@@ -12,7 +12,7 @@ from redis.backoff import NoBackoff
 from redis.lock import Lock
 from redis.retry import Retry
 
-from benchmarks.redis_server import connect
+from harness.redis_server import admin_client
 from service.keys import fence_key
 from service.lock import FencedLock, LockError, LockNotOwnedError
 
@@ -137,7 +137,7 @@ def test_without_the_lock_threads_lose_updates(redis_client):
 
 def _process_main(url: str, cluster: bool, password: str | None, threads: int, n: int,
                   use_lock: bool) -> None:
-    client = connect(url, cluster, password=password)
+    client = admin_client(url, cluster, password=password)
     run_threads(client, threads, n, use_lock)
 
 

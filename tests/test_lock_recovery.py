@@ -17,7 +17,7 @@ from redis.backoff import NoBackoff
 from redis.cluster import key_slot
 from redis.retry import Retry
 
-from benchmarks.proxy import FlakyProxy
+from harness.proxy import FlakyProxy
 from service import lock as lock_module
 from service import scripts
 from service.keys import fence_key, grant_prefix, lock_keys

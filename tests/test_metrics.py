@@ -6,7 +6,6 @@ every test compares a scrape after its requests with one before: deltas, exactly
 
 from __future__ import annotations
 
-import json
 import os
 import runpy
 import signal
@@ -25,10 +24,10 @@ from prometheus_client import multiprocess
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from prometheus_client.parser import text_string_to_metric_families
 
-from benchmarks.cluster import ROOT, LocalCluster
-from benchmarks.load import run_burst
-from benchmarks.redis_server import free_port
-from benchmarks.seed import http_json
+from harness.http import http_json
+from harness.load import run_burst
+from harness.redis_server import free_port
+from harness.replicas import ROOT, LocalReplicas
 from service import metrics
 from service.keys import SkuKeys
 from service.lock import FencedLock
@@ -390,7 +389,7 @@ def test_every_worker_is_counted(tmp_path):
     stale.write_value(mmap_key("orders", "orders_total", ("strategy", "outcome"),
                                ("lua", "created"), "stale"), 1000.0, 0.0)
     stale.close()
-    with LocalCluster(replicas=1, workers=2,
+    with LocalReplicas(replicas=1, workers=2,
                       env={"PROMETHEUS_MULTIPROC_DIR": str(directory)}) as cluster:
         url = cluster.urls[0]
         assert http_json("PUT", f"{url}/stock/{SKU}", {"quantity": 100_000})[0] == 200
@@ -421,35 +420,3 @@ def test_every_worker_is_counted(tmp_path):
         samples = scrape_url(url, f"?sku={SKU}")
         assert value(samples, "order_stock", sku=SKU) == 100_000 - sent
         assert value(samples, "order_sold", sku=SKU) == sent
-
-
-# --- The benchmark's metrics scenario ----------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_benchmark_measures_the_cost_of_the_metrics(tmp_path):
-    from statistics import median
-
-    from benchmarks.__main__ import main
-
-    code = main(["--scenario", "metrics", "--replicas", "1", "--duration", "0.3",
-                 "--metrics-rounds", "2", "--out", str(tmp_path)])
-    results = json.loads((tmp_path / "results.json").read_text())
-    section = results["scenarios"]["metrics"]
-    rows, summary = section["rows"], section["summary"]
-    assert code == 0
-    assert [(row["metrics"], row["round"]) for row in rows] == [
-        ("on", 1), ("off", 1), ("off", 2), ("on", 2)]
-    assert all(row["strategy"] == "lua" and row["concurrency"] == 32 and row["created"] > 0
-               and row["oversold"] == 0 and not row["problems"] for row in rows)
-    on = median([row["orders_per_s"] for row in rows if row["metrics"] == "on"])
-    off = median([row["orders_per_s"] for row in rows if row["metrics"] == "off"])
-    assert summary["on_orders_per_s"] == round(on, 1)
-    assert summary["off_orders_per_s"] == round(off, 1)
-    assert summary["cost_percent"] == round((off - on) / off * 100, 2)
-    # The replicas with metrics on counted every order they created, and only those.
-    assert summary["counted_by_metrics"] == summary["created_with_metrics"] > 0
-    assert 0 < summary["recording_us_per_order"] < 1000
-    target = next(t for t in results["targets"] if t["target"].startswith("metrics cost"))
-    assert target["verdict"] == ("met" if summary["cost_percent"] < 5 else "missed")
-    assert "| on | 1 | lua | 32 |" in (tmp_path / "report.md").read_text()

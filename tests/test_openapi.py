@@ -40,7 +40,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.core.failures import FailureGroup
 from werkzeug.routing import Map, Rule
 
-from benchmarks.invariants import Books
+from harness.books import Books
 from service import openapi
 from service.keys import SKU_PATTERN, SkuKeys
 

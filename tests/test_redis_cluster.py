@@ -14,7 +14,7 @@ import redis
 from redis.cluster import key_slot
 from redis.exceptions import MovedError
 
-from benchmarks.redis_cluster import SLOTS, RedisClusterNodes
+from harness.redis_cluster import SLOTS, RedisClusterNodes
 from service import create_app
 from service.keys import (
     SkuKeys,

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from benchmarks.redis_server import RedisServer, free_port
+from harness.redis_server import RedisServer, free_port
 from service import create_app
 
 PROBLEM = "application/problem+json"

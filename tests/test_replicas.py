@@ -7,10 +7,10 @@ import asyncio
 
 import pytest
 
-from benchmarks.cluster import LocalCluster
-from benchmarks.invariants import Books
-from benchmarks.load import burst, run_burst
-from benchmarks.seed import run_seed
+from harness.books import Books
+from harness.experiment import run_seed
+from harness.load import burst, run_burst
+from harness.replicas import LocalReplicas
 
 from .backends import BACKENDS
 
@@ -22,7 +22,7 @@ def cluster(request):
     # The unsafe control is enabled, and a 10 ms pause between read and write (in `lock` and
     # `none`) widens the race window, so `none` oversells every time instead of by chance.
     env = {"ENABLE_UNSAFE_STRATEGY": "1", "CRITICAL_SECTION_DELAY_MS": "10"}
-    with LocalCluster(replicas=3, env=env, redis=request.param) as running:
+    with LocalReplicas(replicas=3, env=env, redis=request.param) as running:
         yield running
 
 

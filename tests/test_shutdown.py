@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from benchmarks.cluster import LocalCluster
-from benchmarks.invariants import Books
-from benchmarks.load import Result, run_burst
+from harness.books import Books
+from harness.load import Result, run_burst
+from harness.replicas import LocalReplicas
 from service.keys import SkuKeys
 
 pytestmark = pytest.mark.slow
@@ -40,7 +40,7 @@ def sigterm_mid_run(grace_s: int) -> Drain:
            "LOCK_WAIT_MS": "5000"}
     sku = f"drain-{grace_s}"
     lock_key = SkuKeys(sku).lock
-    with LocalCluster(replicas=1, workers=1, env=env) as cluster, \
+    with LocalReplicas(replicas=1, workers=1, env=env) as cluster, \
             cluster.redis_client(decode_responses=True) as client:
         replica = cluster.replicas[0]
         run_burst(cluster.urls, 1, f"/stock/{sku}", method="PUT", body={"quantity": 20})

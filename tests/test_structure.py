@@ -106,3 +106,36 @@ def test_the_domain_knows_nothing_of_http():
     assert DOMAIN | HTTP == set(graph), "a new module: place it in DOMAIN or HTTP"
     assert {module: sorted(reachable(graph, module) & HTTP) for module in DOMAIN
             if reachable(graph, module) & HTTP} == {}
+
+
+def imported_roots(directory: Path) -> dict[str, set[str]]:
+    """For each file under ``directory``, the top-level packages it imports (absolute only)."""
+    found = {}
+    for path in directory.rglob("*.py"):
+        roots = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                roots.add(node.module.split(".")[0])
+        found[path.relative_to(ROOT).as_posix()] = roots
+    return found
+
+
+def test_layers_import_downwards_only():
+    """service/ knows neither the harness nor the benchmark; the harness does not know the
+    benchmark; tests import the benchmark only to test the benchmark (test_benchmark*.py)."""
+    upward = {
+        "service": {"harness", "benchmarks", "tests"},
+        "harness": {"benchmarks", "tests"},
+        "benchmarks": {"tests"},
+        "tests": {"benchmarks"},
+    }
+    wrong = {}
+    for directory, forbidden in upward.items():
+        for path, roots in imported_roots(ROOT / directory).items():
+            if directory == "tests" and Path(path).name.startswith("test_benchmark"):
+                continue
+            if roots & forbidden:
+                wrong[path] = sorted(roots & forbidden)
+    assert wrong == {}

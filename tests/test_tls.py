@@ -12,7 +12,7 @@ import ssl
 import pytest
 import trustme
 
-from benchmarks.proxy import FlakyProxy
+from harness.proxy import FlakyProxy
 from service import create_app
 
 PROBLEM = "application/problem+json"

@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from benchmarks.cluster import LocalCluster
-from benchmarks.seed import http_json
+from harness.http import http_json
+from harness.replicas import LocalReplicas
 from service.keys import SkuKeys, queue_key
 from service.lock import FencedLock
 from service.scripts import OrderScripts
@@ -21,8 +21,8 @@ from .waiting import wait_for
 THREADS = 4
 
 
-def started(**env: str) -> LocalCluster:
-    return LocalCluster(replicas=1, workers=1, threads=THREADS,
+def started(**env: str) -> LocalReplicas:
+    return LocalReplicas(replicas=1, workers=1, threads=THREADS,
                         env={"ORDER_STRATEGY": "lock", "LOCK_WAIT_MS": "5000", **env})
 
 

@@ -1,10 +1,10 @@
 """FlakyProxy: a TCP proxy of our own between the service and Redis, for fault injection.
 
-It adds latency to every chunk in both directions and drops connections: at random (a
+It adds latency to every chunk in both directions and drops connections at random (a
 probability per reply chunk, so requests reach Redis but their answers are lost, the worst
-case for retries), or all at once on demand; ``lose_reply_to`` loses the answer to one chosen
-request (it reaches Redis and runs, its answer never comes back). With ``ssl_context`` it
-terminates TLS in front of a Redis built without it. It listens on 127.0.0.1 only and runs its
+case for retries); ``lose_reply_to`` loses the answer to one chosen request (it reaches Redis
+and runs, its answer never comes back). With ``ssl_context`` it terminates TLS in front of a
+Redis built without it. It listens on 127.0.0.1 only and runs its
 own asyncio loop in a daemon thread until ``stop``.
 """
 

@@ -1,10 +1,10 @@
-"""A local cluster: Redis (one server, or a Redis Cluster of M masters) and N replicas of the
+"""Local replicas: Redis (one server, or a Redis Cluster of M masters) and N replicas of the
 service under gunicorn, on loopback.
 
 The replicas run exactly what the Dockerfile runs: ``gunicorn -c gunicorn.conf.py
 'service:create_app()'`` from the repository root, configured through the environment.
 
-Alone: ``python -m benchmarks.cluster --replicas 3`` brings one up until Ctrl-C.
+Alone: ``python -m harness.replicas --replicas 3`` brings one up until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import redis
 
 from .redis_cluster import RedisClusterNodes
-from .redis_server import RedisServer, connect, free_port
+from .redis_server import RedisServer, admin_client, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # What a replica runs, from ROOT; the Dockerfile's CMD is "gunicorn" and these (see the tests).
@@ -32,7 +32,7 @@ GUNICORN_ARGS = ("-c", "gunicorn.conf.py", "service:create_app()")
 REDIS_MODES = ("single", "cluster", "acl")
 
 
-class ClusterError(RuntimeError):
+class ReplicaError(RuntimeError):
     pass
 
 
@@ -74,7 +74,7 @@ class Replica:
 
     def ready(self) -> bool:
         if self.process is None or self.process.poll() is not None:
-            raise ClusterError(f"{self.replica_id} exited; see {self.log_path}")
+            raise ReplicaError(f"{self.replica_id} exited; see {self.log_path}")
         try:
             with urllib.request.urlopen(f"{self.url}/readyz", timeout=1) as response:
                 if response.status != 200:
@@ -105,8 +105,8 @@ class Replica:
             self._log.close()
 
 
-class LocalCluster:
-    """``with LocalCluster(replicas=3) as cluster: cluster.urls``.
+class LocalReplicas:
+    """``with LocalReplicas(replicas=3) as cluster: cluster.urls``.
 
     ``env`` adds service settings (ORDER_STRATEGY, ENABLE_UNSAFE_STRATEGY, ...), and
     ``replica_env`` settings for single replicas (by number, from 1); ``redis_url`` uses an
@@ -154,17 +154,17 @@ class LocalCluster:
         mode)."""
         if self.redis_server is not None:
             return self.redis_server.admin(**options)
-        return connect(self.redis_url, self.redis_mode == "cluster", **options)
+        return admin_client(self.redis_url, self.redis_mode == "cluster", **options)
 
     @property
     def urls(self) -> list[str]:
         return [replica.url for replica in self.replicas]
 
-    def start(self, timeout: float = 30.0) -> LocalCluster:
+    def start(self, timeout: float = 30.0) -> LocalReplicas:
         if self.redis_server is not None:
             self.redis_server.start()
         log_dir = self.log_dir or Path(self.redis_server.directory if self.redis_server
-                                       else ROOT / ".cluster-logs")
+                                       else ROOT / ".replica-logs")
         log_dir.mkdir(parents=True, exist_ok=True)
         redis_env = (self.redis_server.service_env() if self.redis_server is not None else
                      {"REDIS_URL": self.redis_url,
@@ -189,7 +189,7 @@ class LocalCluster:
             for replica in self.replicas:
                 while not replica.ready():
                     if time.monotonic() > deadline:
-                        raise ClusterError(f"{replica.replica_id} not ready in {timeout}s")
+                        raise ReplicaError(f"{replica.replica_id} not ready in {timeout}s")
                     time.sleep(0.05)
         except BaseException:
             self.stop()
@@ -209,7 +209,7 @@ class LocalCluster:
         if self.redis_server is not None:
             self.redis_server.cleanup()
 
-    def __enter__(self) -> LocalCluster:
+    def __enter__(self) -> LocalReplicas:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:
@@ -226,7 +226,7 @@ def main() -> None:
                              "redis-server with passwords and an ACL user for the replicas")
     parser.add_argument("--masters", type=int, default=3)
     args = parser.parse_args()
-    with LocalCluster(replicas=args.replicas, workers=args.workers, redis=args.redis,
+    with LocalReplicas(replicas=args.replicas, workers=args.workers, redis=args.redis,
                       masters=args.masters, env={"ORDER_STRATEGY": args.strategy}) as cluster:
         print(f"redis: {cluster.redis_url}")
         for replica in cluster.replicas:

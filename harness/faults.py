@@ -5,7 +5,7 @@ which must come out with nothing oversold, lost, phantom or unresolved, and an u
 (the ``none`` strategy, no fencing, no Idempotency-Key, no fsynced append-only file) that must
 fail the same check. Customers arrive at a fixed rate during the whole run; the fault comes
 about a third of the way in. After the run every customer left without a final answer
-replays its key, and ``invariants.tally`` compares what they were told with what Redis holds.
+replays its key, and ``books.tally`` compares what they were told with what Redis holds.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import redis
 from service.keys import SkuKeys
 from service.lock import held_by
 
-from .cluster import LocalCluster
+from .books import Tally, tally
 from .customers import Customer, Plan, Shoppers, resolve
-from .invariants import Tally, tally
+from .http import put_stock
+from .load import percentile
 from .proxy import FlakyProxy
 from .redis_server import RedisServer
-from .seed import put_stock
-from .throughput import percentile
+from .replicas import LocalReplicas
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Size:
 class Stage:
     """What a fault function works with; it fills in ``live_urls`` and ``fault``."""
 
-    cluster: LocalCluster
+    cluster: LocalReplicas
     shoppers: Shoppers
     client: redis.Redis  # straight to Redis, never through a proxy
     sku: str
@@ -182,7 +182,7 @@ def run_variant(scenario: Scenario, variant: Variant, scale: float = 1.0) -> Fau
     size = Size(max(6, round(scenario.size.customers * scale)), scenario.size.rate_per_s)
     env = {"ENABLE_UNSAFE_STRATEGY": "1", "REDIS_TIMEOUT_MS": "300",
            **scenario.env, **variant.env}
-    with _redis(scenario, variant) as (server, proxy), LocalCluster(
+    with _redis(scenario, variant) as (server, proxy), LocalReplicas(
             replicas=3, env=env, redis_url=proxy.url if proxy else server.url,
             replica_env={1: variant.holder_env}) as cluster, \
             redis.Redis.from_url(server.url, decode_responses=True) as client:

@@ -57,7 +57,7 @@ def free_port(attempts: int = 200) -> int:
     raise RedisServerError("no free loopback port below the ephemeral range")
 
 
-def connect(url: str, cluster: bool = False, **options: object) -> redis.Redis:
+def admin_client(url: str, cluster: bool = False, **options: object) -> redis.Redis:
     """A client of the Redis at ``url``: a cluster client (``RedisCluster``) if ``cluster``."""
     return (redis.RedisCluster if cluster else redis.Redis).from_url(url, **options)
 
