@@ -2,7 +2,11 @@
 evenly, started from the same binary as ``RedisServer``.
 
 ``with RedisClusterNodes(masters=3) as nodes: nodes.url`` names one node; a cluster client
-(``nodes.client()``) finds the others. No replicas: each master serves its slots alone.
+(``nodes.client()``) finds the others. By default each master serves its slots alone; with
+``replicas=1`` each has a replica that the cluster promotes when its master fails. A master
+with replicas announces the port of its ``FlakyProxy`` (``links``), so its replica replicates
+through it and a test can stall or cut that link (``stall(replication_only=True)``: the
+clients that share the proxy are served as usual).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import time
 import redis
 from redis.cluster import key_slot
 
+from .proxy import FlakyProxy
 from .redis_server import RedisServer, RedisServerError
 
 SLOTS = 16384
@@ -46,23 +51,38 @@ class RedisClusterNodes:
     cluster = True
 
     def __init__(self, masters: int = 3, node_timeout_ms: int = 2000,
-                 password: str | None = None, require_full_coverage: bool = False) -> None:
-        """``require_full_coverage``: Redis's default, where one master down stops all."""
+                 password: str | None = None, require_full_coverage: bool = False,
+                 replicas: int = 0) -> None:
+        """``require_full_coverage``: Redis's default, where one master down stops all.
+        ``replicas``: replicas per master."""
         if masters < 1:
             raise ValueError("a cluster needs at least one master")
         self.password = password
-        self.servers = [
-            RedisServer(port=free_node_port(), password=password, extra_args=(
-                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                "--cluster-node-timeout", str(node_timeout_ms),
-                # A master down fails its own slots only: with the default (yes), the others
-                # refuse every key once it is marked failed. The service relies on this.
-                "--cluster-require-full-coverage", "yes" if require_full_coverage else "no",
-                *(("--masterauth", password) if password else ()),
-            ))
-            for _ in range(masters)
-        ]
+        self._node_args = (
+            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", str(node_timeout_ms),
+            # A master down fails its own slots only: with the default (yes), the others
+            # refuse every key once it is marked failed. The service relies on this.
+            "--cluster-require-full-coverage", "yes" if require_full_coverage else "no",
+            *(("--masterauth", password) if password else ()),
+        )
+        self.servers = [RedisServer(port=free_node_port(), password=password,
+                                    extra_args=self._node_args) for _ in range(masters)]
+        self.links: list[FlakyProxy] = []
+        if replicas:
+            for server in self.servers:
+                self.links.append(FlakyProxy(server.port))
+                server.extra_args += ("--cluster-announce-port", str(self.links[-1].port),
+                                      "--cluster-announce-bus-port",
+                                      str(server.port + BUS_OFFSET))
+        self.replicas = {index: [RedisServer(port=free_node_port(), password=password,
+                                             extra_args=self._node_args)
+                                 for _ in range(replicas)] for index in range(masters)}
         self.ranges = slot_ranges(masters)
+
+    @property
+    def nodes(self) -> list[RedisServer]:
+        return [*self.servers, *(r for group in self.replicas.values() for r in group)]
 
     @property
     def url(self) -> str:
@@ -75,7 +95,9 @@ class RedisClusterNodes:
     def start(self, timeout: float = 30.0) -> RedisClusterNodes:
         deadline = time.monotonic() + timeout
         try:
-            for server in self.servers:
+            for link in self.links:
+                link.start()
+            for server in self.nodes:
                 self._start_node(server)
             nodes = zip(self.servers, self.ranges, strict=True)
             for epoch, (server, slots) in enumerate(nodes, start=1):
@@ -84,13 +106,36 @@ class RedisClusterNodes:
                     client.execute_command("CLUSTER SET-CONFIG-EPOCH", epoch)
                     client.execute_command("CLUSTER ADDSLOTS", *slots)
             with self.servers[0].admin() as first:
-                for server in self.servers[1:]:
+                for server in self.nodes[1:]:
                     first.execute_command("CLUSTER MEET", "127.0.0.1", server.port)
             self._wait_until_ok(deadline)
+            self._attach_replicas(deadline)
         except BaseException:
             self.cleanup()
             raise
         return self
+
+    def _attach_replicas(self, deadline: float) -> None:
+        """CLUSTER REPLICATE each replica to its master; wait until every one is in sync."""
+        for index, group in self.replicas.items():
+            with self.servers[index].admin(decode_responses=True) as client:
+                master_id = client.execute_command("CLUSTER MYID")
+            for replica in group:
+                with replica.admin() as client:
+                    while True:  # until the replica has heard of its master through gossip
+                        try:
+                            client.execute_command("CLUSTER REPLICATE", master_id)
+                            break
+                        except redis.ResponseError:
+                            if time.monotonic() > deadline:
+                                raise
+                            time.sleep(0.05)
+        for replica in (r for group in self.replicas.values() for r in group):
+            with replica.admin() as client:
+                while client.info("replication").get("master_link_status") != "up":
+                    if time.monotonic() > deadline:
+                        raise RedisServerError(f"replica {replica.port} not in sync in time")
+                    time.sleep(0.05)
 
     @staticmethod
     def _start_node(server: RedisServer, attempts: int = 3) -> None:
@@ -106,10 +151,10 @@ class RedisClusterNodes:
 
     def _wait_until_ok(self, deadline: float) -> None:
         """Until every node says cluster_state:ok, knows all masters and sees every slot."""
-        expected = {"cluster_state": "ok", "cluster_known_nodes": str(len(self.servers)),
+        expected = {"cluster_state": "ok", "cluster_known_nodes": str(len(self.nodes)),
                     "cluster_slots_ok": str(SLOTS)}
         while True:
-            states = [self.cluster_info(server) for server in self.servers]
+            states = [self.cluster_info(server) for server in self.nodes]
             if all(all(state.get(k) == v for k, v in expected.items()) for state in states):
                 return
             if time.monotonic() > deadline:
@@ -146,9 +191,34 @@ class RedisClusterNodes:
     def version(self) -> str:
         return self.servers[0].version()
 
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        """The (first) replica started for ``master``."""
+        return self.replicas[self.servers.index(master)][0]
+
+    def link_of(self, master: RedisServer) -> FlakyProxy:
+        """The proxy ``master`` announces: its replication link, and its clients' way in."""
+        return self.links[self.servers.index(master)]
+
+    def wait_for_failover(self, master: RedisServer, timeout: float = 30.0) -> RedisServer:
+        """Until ``master``'s replica has taken over its slots and says so."""
+        replica = self.replica_of(master)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with replica.admin(decode_responses=True) as client:
+                    if (client.info("replication")["role"] == "master"
+                            and self.cluster_info(replica).get("cluster_state") == "ok"):
+                        return replica
+            except redis.RedisError:
+                pass
+            time.sleep(0.1)
+        raise RedisServerError(f"no fail-over of {master.port} within {timeout}s")
+
     def cleanup(self) -> None:
-        for server in self.servers:
+        for server in self.nodes:
             server.cleanup()
+        for link in self.links:
+            link.stop()
 
     def __enter__(self) -> RedisClusterNodes:
         return self.start()
