@@ -1,4 +1,5 @@
 --#include lock_handoff
+--#include records
 -- commit_order: the write half of the `lock` strategy (and of the unsafe `none` control).
 -- The caller read the stock and decided; this writes that decision, but only while the caller's
 -- fencing token is still the newest one issued for the SKU's lock. A holder whose lease ran out
@@ -15,6 +16,7 @@
 -- ARGV[6]  stock value decided by the caller: the new stock (1), or the stock it saw (0)
 -- ARGV[7]  quantity   ARGV[8] order id   ARGV[9] sku   ARGV[10] strategy   ARGV[11] replica
 -- ARGV[12] created_at   ARGV[13] request fingerprint   ARGV[14] idempotency lifetime (s)
+-- Both records' layouts (the order hash, the idempotency record) are in records.lua.
 --
 -- Returns {written, released}: written 1, or 0 refused (the token is no longer the newest,
 -- nothing was written); released 1 when the caller's lock was passed on.
@@ -32,13 +34,10 @@ if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[4] then
 elseif tonumber(ARGV[5]) == 1 then
   redis.call('SET', KEYS[5], ARGV[6])
   redis.call('INCRBY', KEYS[6], ARGV[7])
-  redis.call('HSET', KEYS[7], 'order_id', ARGV[8], 'sku', ARGV[9], 'quantity', ARGV[7],
-    'strategy', ARGV[10], 'replica', ARGV[11], 'created_at', ARGV[12])
+  write_order(KEYS[7], ARGV[8], ARGV[9], ARGV[7], ARGV[10], ARGV[11], ARGV[12])
 end
 if written == 1 and KEYS[8] then
   local order_id = tonumber(ARGV[5]) == 1 and ARGV[8] or ''
-  redis.call('HSET', KEYS[8], 'fp', ARGV[13], 'code', ARGV[5], 'order_id', order_id,
-    'stock_left', ARGV[6], 'strategy', ARGV[10], 'replica', ARGV[11])
-  redis.call('EXPIRE', KEYS[8], ARGV[14])
+  write_idempotency(KEYS[8], ARGV[13], ARGV[5], order_id, ARGV[6], ARGV[10], ARGV[11], ARGV[14])
 end
 return {written, release_as_planned(plan, ARGV[3])}

@@ -1,3 +1,4 @@
+--#include records
 -- place_order: the whole `lua` strategy in one atomic step.
 -- Checks the idempotency record, checks stock >= quantity, decrements, records the order.
 -- A decrement also advances the SKU's fencing counter: a `lock` holder that read the stock
@@ -13,6 +14,7 @@
 -- ARGV[2]  order id    ARGV[3] sku    ARGV[4] strategy    ARGV[5] replica    ARGV[6] created_at
 -- ARGV[7]  request fingerprint (the same key with another fingerprint = key reused)
 -- ARGV[8]  idempotency record lifetime in seconds
+-- Both records' layouts (the order hash, the idempotency record) are in records.lua.
 --
 -- Returns {code, replayed, order_id, stock_left, strategy, replica}
 --   code      1 created; 0 out of stock (only the idempotency record is written);
@@ -20,12 +22,12 @@
 --   replayed  1 when this is the answer recorded for an earlier request with the same key
 local idem = KEYS[5]
 if idem then
-  local rec = redis.call('HMGET', idem, 'fp', 'code', 'order_id', 'stock_left', 'strategy', 'replica')
-  if rec[1] then
-    if rec[1] ~= ARGV[7] then
+  local rec = read_idempotency(idem)
+  if rec then
+    if rec.fp ~= ARGV[7] then
       return {-1, 0, '', 0, '', ''}
     end
-    return {tonumber(rec[2]), 1, rec[3], tonumber(rec[4]), rec[5], rec[6]}
+    return {rec.code, 1, rec.order_id, rec.stock_left, rec.strategy, rec.replica}
   end
 end
 
@@ -36,13 +38,10 @@ if stock >= quantity then
   stock = redis.call('DECRBY', KEYS[1], quantity)
   redis.call('INCRBY', KEYS[2], quantity)
   redis.call('INCR', KEYS[4])
-  redis.call('HSET', KEYS[3], 'order_id', ARGV[2], 'sku', ARGV[3], 'quantity', quantity,
-    'strategy', ARGV[4], 'replica', ARGV[5], 'created_at', ARGV[6])
+  write_order(KEYS[3], ARGV[2], ARGV[3], quantity, ARGV[4], ARGV[5], ARGV[6])
   code, order_id = 1, ARGV[2]
 end
 if idem then
-  redis.call('HSET', idem, 'fp', ARGV[7], 'code', code, 'order_id', order_id,
-    'stock_left', stock, 'strategy', ARGV[4], 'replica', ARGV[5])
-  redis.call('EXPIRE', idem, ARGV[8])
+  write_idempotency(idem, ARGV[7], code, order_id, stock, ARGV[4], ARGV[5], ARGV[8])
 end
 return {code, 0, order_id, stock, ARGV[4], ARGV[5]}

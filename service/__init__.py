@@ -12,7 +12,10 @@ log = logging.getLogger("service")
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    """Build the app; ``test_config`` maps Settings field names to values that win over the env."""
+    """Build the app; ``test_config`` maps Settings field names to values that win over the env.
+
+    ``app.extensions`` holds the app's ``settings`` and its ``order_service``.
+    """
     # Imported here, as Flask's tutorial does: importing one module of the package (say
     # service.keys) loads neither Flask nor the rest of the service.
     from flask import Flask
@@ -29,6 +32,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                     "(PUT /stock/<sku>)")
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = api.MAX_BODY_BYTES
+    app.extensions["settings"] = settings
     app.extensions["order_service"] = OrderService(settings, connect(settings))
     errors.register(app)
     app.register_blueprint(api.bp)

@@ -7,11 +7,13 @@ import json
 import os
 import re
 import time
+from dataclasses import asdict
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, request
 from werkzeug.exceptions import ClientDisconnected, HTTPException
 
+from .config import Settings
 from .errors import (
     Forbidden,
     InvalidOrder,
@@ -27,7 +29,7 @@ from .keys import SKU_PATTERN, SKU_RULE
 from .model import DomainError, OrderRequest, Outcome
 from .orders import OrderService
 from .redis_client import REDIS_ERRORS
-from .telemetry import order_finished, outcome_name
+from .telemetry import report_order, result_of
 
 bp = Blueprint("api", __name__)
 
@@ -40,6 +42,10 @@ MAX_STOCK = 1_000_000_000  # Lua numbers are doubles: stay far below 2**53
 
 def _service() -> OrderService:
     return current_app.extensions["order_service"]
+
+
+def _settings() -> Settings:
+    return current_app.extensions["settings"]
 
 
 def _json_response(body: dict[str, Any], status: int = 200) -> Response:
@@ -140,8 +146,7 @@ def _valid_int(body: dict[str, Any], name: str, low: int, high: int) -> int:
     return value
 
 
-def _strategy() -> str:
-    settings = _service().settings
+def _strategy(settings: Settings) -> str:
     if not request.query_string:  # the usual order: no query string to parse
         return settings.order_strategy
     strategy = request.args.get("strategy", settings.order_strategy)
@@ -160,11 +165,11 @@ def _idempotency_key() -> str | None:
 
 
 def _order_request() -> OrderRequest:
-    strategy = _strategy()
+    settings = _settings()
+    strategy = _strategy(settings)
     key = _idempotency_key()
     body = _json_body() or {}
     _only_fields(body, ("sku", "quantity"))
-    settings = _service().settings
     sku = _valid_sku(body.get("sku", settings.default_sku))
     quantity = _valid_int({"quantity": 1, **body}, "quantity", 1, MAX_QUANTITY)
     return OrderRequest(sku, quantity, strategy, settings.replica_id, key)
@@ -187,7 +192,7 @@ def _new_request_id() -> str:
 
 def _require_admin() -> None:
     """With ADMIN_TOKEN set: 401 without a bearer token, 403 with a wrong one."""
-    expected = _service().settings.admin_token
+    expected = _settings().admin_token
     if not expected:
         return
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
@@ -203,15 +208,15 @@ def _place(order_request: OrderRequest) -> Outcome:
     try:
         outcome = _service().place_order(order_request)
     except DomainError as exc:
-        order_finished(order_request, domain_slug(exc), time.perf_counter() - started,
-                       g.request_id)
+        report_order(order_request, domain_slug(exc), time.perf_counter() - started,
+                     g.request_id)
         raise
     except REDIS_ERRORS:
-        order_finished(order_request, Unavailable.slug, time.perf_counter() - started,
-                       g.request_id)
+        report_order(order_request, Unavailable.slug, time.perf_counter() - started,
+                     g.request_id)
         raise
-    order_finished(order_request, outcome_name(outcome), time.perf_counter() - started,
-                   g.request_id, outcome)
+    report_order(order_request, result_of(outcome), time.perf_counter() - started,
+                 g.request_id, outcome)
     return outcome
 
 
@@ -235,7 +240,7 @@ def place_order() -> Response:
 
 @bp.get("/orders/<order_id>")
 def get_order(order_id: str) -> Response:
-    return _json_response(_service().order(order_id))
+    return _json_response(asdict(_service().order(order_id)))
 
 
 @bp.put("/stock/<sku>")
@@ -271,6 +276,6 @@ def readyz() -> Response:
 
 @bp.after_app_request
 def tag_replica(response: Response) -> Response:
-    response.headers["X-Replica"] = _service().settings.replica_id
+    response.headers["X-Replica"] = _settings().replica_id
     response.headers["X-Request-ID"] = g.get("request_id") or _new_request_id()
     return response

@@ -1,4 +1,4 @@
-"""The Redis key names of the service: the only place a key is spelled.
+"""The Redis key names of the service and the order id format: the only place either is spelled.
 
 Every key of one SKU carries the hash tag ``{<sku>}``, so all of them live in one Redis Cluster
 slot and every script can touch them together. SKUs cannot contain braces (see
@@ -8,11 +8,25 @@ slot and every script can touch them together. SKUs cannot contain braces (see
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import dataclass
 
 SKU = r"[A-Za-z0-9._:-]{1,64}"
 SKU_PATTERN = re.compile(SKU)
 SKU_RULE = "sku must be 1-64 characters of A-Z a-z 0-9 . _ : -"
+
+ORDER_ID_PATTERN = re.compile(rf"^(?P<sku>{SKU})~[0-9a-f]{{20}}$")
+
+
+def new_order_id(sku: str) -> str:
+    """An id that names its SKU (so the order is found in the SKU's slot) and cannot be guessed."""
+    return f"{sku}~{secrets.token_hex(10)}"
+
+
+def sku_of_order(order_id: str) -> str | None:
+    """The SKU an order id names; None if ``order_id`` cannot be one (``new_order_id``)."""
+    match = ORDER_ID_PATTERN.match(order_id)
+    return None if match is None else match["sku"]
 
 
 @dataclass(frozen=True)

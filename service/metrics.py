@@ -85,14 +85,15 @@ def _failed(what: str) -> None:
         log.exception("metrics: %s not recorded (further failures are not logged)", what)
 
 
-def order_finished(strategy: str, outcome: str, latency_s: float) -> None:
+def order_finished(strategy: str, result: str, latency_s: float) -> None:
+    """Count an order by its ``result`` (its ``outcome`` label), and time it."""
     if not _enabled:
         return
     try:
-        series = _order_series.get((strategy, outcome))
+        series = _order_series.get((strategy, result))
         if series is None:  # labels() validates and locks: look each pair up once
-            series = ORDERS.labels(strategy, outcome), ORDER_LATENCY.labels(strategy)
-            _order_series[(strategy, outcome)] = series
+            series = ORDERS.labels(strategy, result), ORDER_LATENCY.labels(strategy)
+            _order_series[(strategy, result)] = series
         count, latency = series
         count.inc()
         latency.observe(latency_s)

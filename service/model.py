@@ -1,4 +1,5 @@
-"""The value objects the domain and its strategies pass around, and the domain's exceptions.
+"""The value objects the domain and its strategies pass around (the records the scripts write
+included, as they are read back), and the domain's exceptions.
 
 Nothing here knows about HTTP: ``service/errors.py`` holds the one table that maps each
 exception to its status, problem type and title.
@@ -6,7 +7,7 @@ exception to its status, problem type and title.
 
 from __future__ import annotations
 
-import secrets
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -41,8 +42,56 @@ class LockLost(DomainError):
     """The lock passed to another holder before the write; nothing was recorded."""
 
 
-# The fields of an idempotency record, in the order the scripts read and write them.
-IDEMPOTENCY_FIELDS = ("fp", "code", "order_id", "stock_left", "strategy", "replica")
+# --- The records the order scripts write (lua/records.lua), as they are read back ------------
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    """An order's hash: its fields, in the order lua/records.lua (write_order) writes them."""
+
+    order_id: str
+    sku: str
+    quantity: int
+    strategy: str
+    replica: str
+    created_at: str
+
+    @classmethod
+    def from_hash(cls, fields: dict[str, str]) -> OrderRecord:
+        """The record from the hash's fields as Redis returns them (HGETALL)."""
+        return cls(**{**fields, "quantity": int(fields["quantity"])})
+
+
+@dataclass(frozen=True)
+class IdempotencyRecord:
+    """What a request with an Idempotency-Key got: its fingerprint and its outcome. Its fields,
+    in the order lua/records.lua (write_idempotency) writes them."""
+
+    fp: str
+    code: int
+    order_id: str
+    stock_left: int
+    strategy: str
+    replica: str
+
+    @staticmethod
+    def found(values: Sequence[str | None]) -> bool:
+        """Whether an HMGET of IDEMPOTENCY_FIELDS found a record (every record has an ``fp``,
+        the first field)."""
+        return values[0] is not None
+
+    @classmethod
+    def from_values(cls, values: Sequence[str | None]) -> IdempotencyRecord | None:
+        """The record from an HMGET of IDEMPOTENCY_FIELDS; None if nothing is recorded."""
+        if not cls.found(values):
+            return None
+        record = dict(zip(IDEMPOTENCY_FIELDS, values, strict=True))
+        return cls(**{**record, "code": int(record["code"]),
+                      "stock_left": int(record["stock_left"])})
+
+
+# What a read of the record from Python asks for (HMGET): its fields, in order.
+IDEMPOTENCY_FIELDS = tuple(field.name for field in dataclasses.fields(IdempotencyRecord))
 
 
 @dataclass(frozen=True)
@@ -69,11 +118,6 @@ class Outcome:
     strategy: str
     replica: str
     replayed: bool = False
-
-
-def new_order_id(sku: str) -> str:
-    """An id that names its SKU (so the order is found in the SKU's slot) and cannot be guessed."""
-    return f"{sku}~{secrets.token_hex(10)}"
 
 
 @dataclass(frozen=True)
@@ -113,14 +157,16 @@ class PendingOrder:
             replica=replica or r.replica, replayed=replayed,
         )
 
-    def replay(self, record: Sequence[str | None]) -> Outcome | None:
-        """The recorded outcome (IDEMPOTENCY_FIELDS order), None if there is no record.
+    def replay(self, values: Sequence[str | None]) -> Outcome | None:
+        """The outcome recorded for this request's Idempotency-Key (``values``: an HMGET of
+        IDEMPOTENCY_FIELDS), None if there is no record.
 
         Raises IdempotencyKeyReused if the record belongs to another request.
         """
-        fp, code, order_id, stock_left, strategy, replica = record
-        if fp is None:
+        record = IdempotencyRecord.from_values(values)
+        if record is None:
             return None
-        if fp != self.request.fingerprint:
+        if record.fp != self.request.fingerprint:
             raise IdempotencyKeyReused()
-        return self.outcome(code, order_id, stock_left, strategy, replica, replayed=True)
+        return self.outcome(record.code, record.order_id, record.stock_left, record.strategy,
+                            record.replica, replayed=True)

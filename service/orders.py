@@ -6,21 +6,19 @@ Nothing here knows about HTTP; nothing above this module knows about Redis keys.
 from __future__ import annotations
 
 import logging
-import re
 from datetime import UTC, datetime
 
 import redis
 from redis.cluster import RedisCluster
 
 from .config import Settings
-from .keys import SKU, SkuKeys
+from .keys import SkuKeys, new_order_id, sku_of_order
 from .lock import FencedLock
-from .model import OrderNotFound, OrderRequest, Outcome, PendingOrder, new_order_id
+from .model import OrderNotFound, OrderRecord, OrderRequest, Outcome, PendingOrder
 from .redis_client import REDIS_ERRORS
 from .scripts import OrderScripts
 from .strategies import Strategy, build_strategies
 
-ORDER_ID_PATTERN = re.compile(rf"^(?P<sku>{SKU})~[0-9a-f]{{20}}$")
 # Threads of a worker kept free of lock waiters with LOCK_WAITERS=auto: one for a probe, one
 # for a lua order or a stock read.
 RESERVED_THREADS = 2
@@ -67,15 +65,14 @@ class OrderService:
         stock, sold = self.redis.mget([keys.stock, keys.sold])
         return int(stock or 0), int(sold or 0)
 
-    def order(self, order_id: str) -> dict[str, object]:
-        match = ORDER_ID_PATTERN.match(order_id)
-        if match is None:
+    def order(self, order_id: str) -> OrderRecord:
+        sku = sku_of_order(order_id)
+        if sku is None:
             raise OrderNotFound(f"No order {order_id!r}")
-        record = self.redis.hgetall(SkuKeys(match["sku"]).order(order_id))
-        if not record:
+        fields = self.redis.hgetall(SkuKeys(sku).order(order_id))
+        if not fields:
             raise OrderNotFound(f"No order {order_id!r}")
-        record["quantity"] = int(record["quantity"])
-        return record
+        return OrderRecord.from_hash(fields)
 
     def redis_failure(self) -> str | None:
         """None when Redis answers PING, else why not (the readiness check). On a Redis

@@ -1,7 +1,9 @@
 """What every order leaves behind: one log line (human or JSON), and its metrics.
 
-``order_finished`` is called once per order request that got as far as the domain, whatever
-its outcome, from the HTTP layer that knows the request id and the latency.
+``report_order`` is called once per order request that got as far as the domain, whatever
+its end, from the HTTP layer that knows the request id and the latency. How an order ended is
+its ``result``: "created", "out-of-stock", or the problem slug it failed with (the ``outcome``
+label of the metrics and field of the log line).
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from .model import OrderRequest, Outcome
 log = logging.getLogger("service.orders")
 
 
-def outcome_name(outcome: Outcome) -> str:
+def result_of(outcome: Outcome) -> str:
+    """The result of an order that reached an outcome (created or not)."""
     return "created" if outcome.created else "out-of-stock"
 
 
-def order_finished(request: OrderRequest, result: str, latency_s: float, request_id: str,
-                   outcome: Outcome | None = None) -> None:
-    """``result``: "created", "out-of-stock", or the problem slug the order failed with."""
+def report_order(request: OrderRequest, result: str, latency_s: float, request_id: str,
+                 outcome: Outcome | None = None) -> None:
+    """Log and count one order: its ``result`` (see above), and its ``outcome`` if it
+    reached one."""
     metrics.order_finished(request.strategy, result, latency_s)
     latency_ms = round(latency_s * 1000, 2)
     fields = {

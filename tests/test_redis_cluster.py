@@ -21,9 +21,9 @@ from service.keys import (
     deadlines_key,
     fence_key,
     grant_prefix,
+    new_order_id,
     queue_key,
 )
-from service.model import new_order_id
 
 
 def slot(key: str) -> int:

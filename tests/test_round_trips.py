@@ -10,9 +10,9 @@ from datetime import UTC, datetime
 import pytest
 from redis.connection import AbstractConnection
 
-from service.keys import SkuKeys
+from service.keys import SkuKeys, new_order_id
 from service.lock import FencedLock
-from service.model import OrderRequest, PendingOrder, new_order_id
+from service.model import OrderRequest, PendingOrder
 
 SKU = "counted"
 

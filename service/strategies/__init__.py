@@ -26,9 +26,9 @@ def build_strategies(
 ) -> dict[str, Strategy]:
     from .lock import LockStrategy
     from .lua import LuaStrategy
-    from .none import UnlockedStrategy
+    from .none import UnsafeNoneStrategy
 
     strategies: list[Strategy] = [LuaStrategy(scripts), LockStrategy(settings, client, scripts)]
     if settings.enable_unsafe_strategy:
-        strategies.append(UnlockedStrategy(settings, client, scripts))
+        strategies.append(UnsafeNoneStrategy(settings, client, scripts))
     return {strategy.name: strategy for strategy in strategies}

@@ -8,10 +8,10 @@ ENABLE_UNSAFE_STRATEGY=1.
 from __future__ import annotations
 
 from ..model import Outcome, PendingOrder
-from .lock import ReadDecideWrite
+from .read_decide_write import ReadDecideWrite
 
 
-class UnlockedStrategy(ReadDecideWrite):
+class UnsafeNoneStrategy(ReadDecideWrite):
     name = "none"
 
     def place(self, order: PendingOrder) -> Outcome:

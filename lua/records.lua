@@ -1,0 +1,33 @@
+-- records: the two records the order scripts keep, each layout spelled here only. Included by
+-- place_order and commit_order (not run alone); service/model.py reads both back
+-- (OrderRecord, IdempotencyRecord), with the same field names.
+
+-- Write the hash of an order at `key`.
+local function write_order(key, order_id, sku, quantity, strategy, replica, created_at)
+  redis.call('HSET', key, 'order_id', order_id, 'sku', sku, 'quantity', quantity,
+    'strategy', strategy, 'replica', replica, 'created_at', created_at)
+end
+
+-- Write the idempotency record at `key`, kept for `ttl_s` seconds: what a retry with the same
+-- Idempotency-Key is answered from. `fp` is the request's fingerprint; the rest, the outcome
+-- it got.
+local function write_idempotency(key, fp, code, order_id, stock_left, strategy, replica, ttl_s)
+  redis.call('HSET', key, 'fp', fp, 'code', code, 'order_id', order_id,
+    'stock_left', stock_left, 'strategy', strategy, 'replica', replica)
+  redis.call('EXPIRE', key, ttl_s)
+end
+
+-- The idempotency record at `key` as a table by field name (`code` and `stock_left` numbers),
+-- or nil if there is none. HGETALL, so that the field names stay in write_idempotency only.
+local function read_idempotency(key)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then
+    return nil
+  end
+  local record = {}
+  for i = 1, #flat, 2 do
+    record[flat[i]] = flat[i + 1]
+  end
+  record.code, record.stock_left = tonumber(record.code), tonumber(record.stock_left)
+  return record
+end
