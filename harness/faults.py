@@ -188,7 +188,8 @@ def run_variant(scenario: Scenario, variant: Variant, scale: float = 1.0) -> Fau
             redis.Redis.from_url(server.url, decode_responses=True) as client:
         sku = f"{scenario.name}-{variant.strategy}"
         stock = round(size.customers * scenario.stock_share)
-        put_stock(cluster.urls[0], sku, stock)
+        # Before the fault, but a busy machine can make this first call through the proxy slow.
+        put_stock(cluster.urls[0], sku, stock, attempts=3)
         plan = Plan(cluster.urls, sku, variant.strategy, size.customers, size.rate_per_s,
                     with_key=variant.with_key)
         stage = Stage(cluster, Shoppers(plan).start(), client, sku, server, proxy, env,

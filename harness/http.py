@@ -28,11 +28,19 @@ def http_json(method: str, url: str, body: Any = None, timeout: float = 5.0) -> 
         return exc.code, json.loads(exc.read() or b"null")
 
 
-def put_stock(url: str, sku: str, quantity: int) -> None:
-    """Set ``sku``'s stock through the service at ``url``; raises unless it answers 200."""
-    status, _ = http_json("PUT", f"{url}/stock/{sku}", {"quantity": quantity})
-    if status != 200:
-        raise RuntimeError(f"PUT /stock/{sku} answered {status}")
+def put_stock(url: str, sku: str, quantity: int, attempts: int = 1) -> None:
+    """Set ``sku``'s stock through the service at ``url``; raises unless it answers 200.
+
+    ``attempts``: how many times to send it while it answers 503 (a set, not an increment:
+    sending it again is safe), a second apart.
+    """
+    for attempt in range(1, attempts + 1):
+        status, _ = http_json("PUT", f"{url}/stock/{sku}", {"quantity": quantity})
+        if status == 200:
+            return
+        if status != 503 or attempt == attempts:
+            raise RuntimeError(f"PUT /stock/{sku} answered {status}")
+        time.sleep(1.0)
 
 
 def wait_ready(urls: list[str], seconds: float) -> bool:

@@ -63,6 +63,27 @@ def _non_negative_int(value: str) -> int:
     return number
 
 
+def _sentinels(value: str) -> tuple[tuple[str, int], ...]:
+    """``host:port,host:port``; an IPv6 host in brackets (``[::1]:26379``)."""
+    addresses = []
+    for item in (part.strip() for part in value.split(",")):
+        if not item:
+            continue
+        host, _, port = item.rpartition(":")
+        host = host.strip("[]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"expected host:port, got {item!r}")
+        addresses.append((host, int(port)))
+    return tuple(addresses)
+
+
+def _name(value: str) -> str:
+    name = _client_name(value.strip())
+    if not name:
+        raise ConfigError("expected a name, got nothing")
+    return name
+
+
 def _lock_waiters(value: str) -> int | None:
     if value.strip().lower() == "auto":
         return None
@@ -77,6 +98,14 @@ class Settings:
     redis_password: str = field(default="", repr=False)
     # REDIS_URL names any node of a Redis Cluster; the client finds the others.
     redis_cluster: bool = False
+    # Sentinels (host, port) to ask for the master named redis_sentinel_master; when set,
+    # REDIS_URL supplies only the credentials, the database and TLS.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "mymaster"
+    # With N > 0, every write an answer depends on is followed, in the same round trip, by
+    # WAIT N redis_wait_timeout_ms; fewer acknowledgements answer 503 outcome-unknown.
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 500
     order_strategy: str = "lua"
     replica_id: str = ""  # empty: the host name, filled in by from_env
     lock_ttl_ms: int = 5000
@@ -144,6 +173,11 @@ class Settings:
             "lock_waiters": _lock_waiters,
             "disable_fencing": _flag,
             "redis_cluster": _flag,
+            "redis_sentinels": _sentinels,
+            "redis_sentinel_master": _name,
+            "redis_wait_replicas": _non_negative_int,
+            # WAIT's timeout 0 would block until enough replicas answer: never 0.
+            "redis_wait_timeout_ms": _positive_int,
             "redis_password": str,
             "admin_token": str.strip,
             "log_format": _log_format,
@@ -181,6 +215,9 @@ class Settings:
                 "REPLICA_ID: expected 1-253 printable ASCII characters, without spaces or "
                 f"'/', got {self.replica_id!r}"
             )
+        if self.redis_sentinels and self.redis_cluster:
+            raise ConfigError("REDIS_SENTINELS and REDIS_CLUSTER=1 exclude each other: a Redis "
+                              "Cluster promotes its replicas itself")
         if self.lock_ttl_ms < MIN_LOCK_TTL_MS:
             raise ConfigError(
                 f"LOCK_TTL_MS: expected at least {MIN_LOCK_TTL_MS} (the lease is renewed every "

@@ -15,7 +15,14 @@ from flask import Flask, Response, current_app, json
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import metrics
-from .model import DomainError, IdempotencyKeyReused, LockLost, LockTimeout, OrderNotFound
+from .model import (
+    DomainError,
+    IdempotencyKeyReused,
+    LockLost,
+    LockTimeout,
+    OrderNotFound,
+    OutcomeUnknown,
+)
 from .redis_client import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -92,6 +99,8 @@ DOMAIN_PROBLEMS: dict[type[DomainError], tuple[int, str, str]] = {
     OrderNotFound: (404, "order-not-found", "No such order"),
     LockTimeout: (503, "lock-timeout", "The SKU's lock was not acquired in time"),
     LockLost: (503, "lock-lost", "The lock was lost before the order was written"),
+    OutcomeUnknown: (503, "outcome-unknown",
+                     "Not confirmed by enough Redis replicas: the outcome is unknown"),
 }
 
 
@@ -116,7 +125,7 @@ def _from_problem(exc: Problem) -> Response:
 
 def _from_domain_error(exc: DomainError) -> Response:
     status, slug, title = DOMAIN_PROBLEMS[type(exc)]
-    response = problem_response(status, slug, title, exc.detail)
+    response = problem_response(status, slug, title, exc.detail, **exc.extensions)
     if status == Unavailable.status:  # as every Unavailable: try again shortly
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
     return response

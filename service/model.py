@@ -22,6 +22,11 @@ class DomainError(Exception):
         super().__init__(detail)
         self.detail = detail
 
+    @property
+    def extensions(self) -> dict[str, str]:
+        """Members the problem body carries beside its detail."""
+        return {}
+
 
 class IdempotencyKeyReused(DomainError):
     """The key's record on this SKU belongs to another request; nothing was written."""
@@ -40,6 +45,20 @@ class LockTimeout(DomainError):
 
 class LockLost(DomainError):
     """The lock passed to another holder before the write; nothing was recorded."""
+
+
+class OutcomeUnknown(DomainError):
+    """Redis ran the write, but fewer replicas than REDIS_WAIT_REPLICAS acknowledged it in
+    time: a fail-over now could lose it. It may or may not stand; ``order_id`` (when the write
+    was an order) is where ``GET /orders/<id>`` tells, as does a replay of the same key."""
+
+    def __init__(self, detail: str, order_id: str | None = None) -> None:
+        super().__init__(detail)
+        self.order_id = order_id
+
+    @property
+    def extensions(self) -> dict[str, str]:
+        return {"order_id": self.order_id} if self.order_id else {}
 
 
 # --- The records the order scripts write (lua/records.lua), as they are read back ------------

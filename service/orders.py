@@ -14,8 +14,8 @@ from redis.cluster import RedisCluster
 from .config import Settings
 from .keys import SkuKeys, new_order_id, sku_of_order
 from .lock import FencedLock
-from .model import OrderNotFound, OrderRecord, OrderRequest, Outcome, PendingOrder
-from .redis_client import REDIS_ERRORS
+from .model import OrderNotFound, OrderRecord, OrderRequest, Outcome, OutcomeUnknown, PendingOrder
+from .redis_client import REDIS_ERRORS, ReplicaWait
 from .scripts import OrderScripts
 from .strategies import Strategy, build_strategies
 
@@ -31,6 +31,7 @@ class OrderService:
         self.settings = settings
         self.redis = client
         self.scripts = OrderScripts.register(client)
+        self.wait = ReplicaWait.from_settings(settings)
         self.strategies: dict[str, Strategy] = build_strategies(settings, client, self.scripts)
 
     def place_order(self, request: OrderRequest) -> Outcome:
@@ -56,8 +57,13 @@ class OrderService:
 
     def set_stock(self, sku: str, quantity: int) -> int:
         keys = SkuKeys(sku)
-        return int(self.scripts.set_stock(keys=[keys.stock, keys.supplied, keys.fence],
-                                          args=[quantity]))
+        stock, acknowledged = self.scripts.set_stock.call_and_wait(
+            [keys.stock, keys.supplied, keys.fence], [quantity], self.wait)
+        if not acknowledged:
+            raise OutcomeUnknown(
+                f"Fewer than {self.wait.replicas} Redis replicas confirmed the new stock within "
+                f"{self.wait.timeout_ms} ms; GET /stock/{sku} tells whether it stands")
+        return int(stock)
 
     def stock(self, sku: str) -> tuple[int, int]:
         """(stock, sold) of the SKU, read atomically; an unknown SKU has (0, 0)."""

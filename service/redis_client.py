@@ -1,14 +1,20 @@
 """The service's Redis client: the one place that knows its options (timeouts, no retries,
-Redis Cluster or one server) and what a failing Redis raises (``REDIS_ERRORS``)."""
+one server, a Sentinel-watched master or a Redis Cluster), what a failing Redis raises
+(``REDIS_ERRORS``), and how a write waits for replicas (``ReplicaWait``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.client import Pipeline
+from redis.cluster import RedisCluster
+from redis.connection import SSLConnection, parse_url
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from .config import Settings
 
@@ -37,4 +43,70 @@ def connect(settings: Settings) -> redis.Redis | redis.RedisCluster:
         # Connects at once to learn the slot map: a cluster that cannot be reached stops the
         # start-up with RedisClusterException (gunicorn then exits; Kubernetes restarts it).
         return redis.RedisCluster.from_url(settings.redis_url, **options)
+    if settings.redis_sentinels:
+        return _sentinel_master(settings, options)
     return redis.Redis.from_url(settings.redis_url, **options)
+
+
+def _sentinel_master(settings: Settings, options: dict[str, Any]) -> redis.Redis:
+    """A client of the master the Sentinels name. Each new connection asks them where the
+    master is, so after a fail-over the next connections go to the promoted replica (those to
+    the old master fail, and are answered 503). REDIS_URL gives the credentials, database and
+    TLS only: its host and port are the Sentinels' business."""
+    from_url = parse_url(settings.redis_url)
+    from_url.pop("host", None)
+    from_url.pop("port", None)
+    if from_url.pop("connection_class", None) is SSLConnection:
+        from_url["ssl"] = True  # SentinelConnectionPool then picks its TLS connection class
+    sentinel = Sentinel(
+        list(settings.redis_sentinels),
+        sentinel_kwargs={key: options[key] for key in ("socket_timeout",
+                                                       "socket_connect_timeout")},
+    )
+    return sentinel.master_for(settings.redis_sentinel_master, **{**options, **from_url})
+
+
+def master_of(client: redis.Redis | RedisCluster, key: str) -> redis.Redis:
+    """The client of the one server that runs commands on ``key``: ``client`` itself, or on a
+    Redis Cluster the client of the master that serves its slot (a pipeline on it keeps one
+    connection, which WAIT needs; a cluster pipeline would spread commands by key)."""
+    if isinstance(client, RedisCluster):
+        return client.get_redis_connection(client.get_node_from_key(key))
+    return client
+
+
+def node_failed(client: redis.Redis | RedisCluster) -> None:
+    """After a master's client failed (connection lost, MOVED): on a Redis Cluster, learn the
+    slot map again, so the next call finds the replica promoted in its place."""
+    if isinstance(client, RedisCluster):
+        try:
+            client.nodes_manager.initialize()
+        except REDIS_ERRORS:
+            pass  # the next call tries again
+
+
+@dataclass(frozen=True)
+class ReplicaWait:
+    """WAIT ``replicas`` ``timeout_ms`` behind a write, on its connection and in its round trip.
+
+    WAIT answers how many replicas have everything this connection wrote; an answer that
+    depends on a write is given only when at least ``replicas`` have it, so a fail-over to one
+    of them keeps it. ``replicas`` 0: no WAIT at all.
+    """
+
+    replicas: int = 0
+    timeout_ms: int = 500
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReplicaWait:
+        return cls(settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
+
+    def queue(self, pipe: Pipeline) -> int:
+        """Put the WAIT on ``pipe``, behind the writes; how many replies it adds (0 or 1)."""
+        if not self.replicas:
+            return 0
+        pipe.execute_command("WAIT", self.replicas, self.timeout_ms)
+        return 1
+
+    def confirmed(self, acknowledged: int) -> bool:
+        return int(acknowledged) >= self.replicas

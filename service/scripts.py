@@ -11,11 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
+
+from .redis_client import ReplicaWait, master_of, node_failed
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 
@@ -50,6 +53,35 @@ class SlotScript(Script):
         except NoScriptError:
             self.load(client, keys)
             return client.execute_command(*command)
+
+    def call_and_wait(self, keys: Sequence[str], args: Sequence[Any], wait: ReplicaWait,
+                      client: redis.Redis | RedisCluster | None = None) -> tuple[Any, bool]:
+        """Run the script, then ``wait``'s WAIT on the same connection in the same round trip
+        (on a Redis Cluster, the master of ``keys[0]``, which ran the script). Returns (the
+        script's reply, whether enough replicas acknowledged it); without a WAIT, a plain
+        call that counts as acknowledged."""
+        if not wait.replicas:
+            return self(keys, args, client), True
+        client = client or self.registered_client
+        command = ("EVALSHA", self.sha, len(keys), *keys, *args)
+        for attempt in range(2):
+            pipe = master_of(client, keys[0]).pipeline(transaction=False)
+            pipe.execute_command(*command)
+            wait.queue(pipe)
+            try:
+                reply, acknowledged = pipe.execute(raise_on_error=False)
+            except (redis.ConnectionError, redis.TimeoutError):
+                node_failed(client)  # a master gone: the next call asks where it went
+                raise
+            if attempt or not isinstance(reply, NoScriptError):
+                break
+            self.load(client, keys)
+        for answer in (reply, acknowledged):
+            if isinstance(answer, Exception):
+                if str(answer).startswith(("MOVED", "ASK")):
+                    node_failed(client)
+                raise answer
+        return reply, wait.confirmed(acknowledged)
 
     def load(self, client: redis.Redis | RedisCluster, keys: Sequence[str] = ()) -> None:
         """SCRIPT LOAD where a call with ``keys`` runs: on a cluster, that key's master only."""

@@ -28,6 +28,14 @@ REFUSED = [
     ("LOCK_RENEWAL", "2", "off"),
     ("DISABLE_FENCING", "nope", "0"),
     ("REDIS_CLUSTER", "cluster", "1"),
+    ("REDIS_SENTINELS", "127.0.0.1", "127.0.0.1:26379"),
+    ("REDIS_SENTINELS", "a:26379,b:99999", "a:26379, [::1]:26380"),
+    ("REDIS_SENTINELS", ":26379", "sentinel-0.sentinel:26379"),
+    ("REDIS_SENTINEL_MASTER", " ", "mymaster"),
+    ("REDIS_SENTINEL_MASTER", "my master", "orders"),
+    ("REDIS_WAIT_REPLICAS", "-1", "1"),
+    ("REDIS_WAIT_REPLICAS", "all", "0"),
+    ("REDIS_WAIT_TIMEOUT_MS", "0", "500"),  # WAIT with timeout 0 blocks for ever
     ("METRICS_ENABLED", "enabled", "true"),
     ("LOG_FORMAT", "xml", "JSON"),
     ("REDIS_CLIENT_NAME", "has space", "replica-1"),
@@ -79,3 +87,10 @@ def test_lock_waiters_auto_is_left_to_the_worker():
     assert Settings.from_env({}).lock_waiters == 0  # no cap unless asked for
     assert Settings.from_env({"LOCK_WAITERS": "auto"}).lock_waiters is None
     assert Settings.from_env({"LOCK_WAITERS": "14"}).lock_waiters == 14
+
+
+def test_sentinels_and_a_redis_cluster_exclude_each_other():
+    sentinels = {"REDIS_SENTINELS": "127.0.0.1:26379"}
+    assert Settings.from_env(sentinels).redis_sentinels == (("127.0.0.1", 26379),)
+    with pytest.raises(ConfigError, match="^REDIS_SENTINELS"):
+        Settings.from_env({**sentinels, "REDIS_CLUSTER": "1"})

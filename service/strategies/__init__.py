@@ -28,7 +28,8 @@ def build_strategies(
     from .lua import LuaStrategy
     from .none import UnsafeNoneStrategy
 
-    strategies: list[Strategy] = [LuaStrategy(scripts), LockStrategy(settings, client, scripts)]
+    strategies: list[Strategy] = [LuaStrategy(settings, scripts),
+                                  LockStrategy(settings, client, scripts)]
     if settings.enable_unsafe_strategy:
         strategies.append(UnsafeNoneStrategy(settings, client, scripts))
     return {strategy.name: strategy for strategy in strategies}

@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
-from ..model import IdempotencyKeyReused, Outcome, PendingOrder
+from ..config import Settings
+from ..model import IdempotencyKeyReused, Outcome, OutcomeUnknown, PendingOrder
+from ..redis_client import ReplicaWait
 from ..scripts import OrderScripts
 
 
 class LuaStrategy:
     name = "lua"
 
-    def __init__(self, scripts: OrderScripts) -> None:
+    def __init__(self, settings: Settings, scripts: OrderScripts) -> None:
         self.place_order = scripts.place_order
+        self.wait = ReplicaWait.from_settings(settings)
 
     def place(self, order: PendingOrder) -> Outcome:
         keys = order.keys
-        code, replayed, order_id, stock_left, strategy, replica = self.place_order(
-            keys=[keys.stock, keys.sold, keys.order(order.order_id), keys.fence,
-                  *order.idempotency_keys],
-            args=order.record_args,
+        reply, acknowledged = self.place_order.call_and_wait(
+            [keys.stock, keys.sold, keys.order(order.order_id), keys.fence,
+             *order.idempotency_keys],
+            order.record_args, self.wait,
         )
+        code, replayed, order_id, stock_left, strategy, replica = reply
         if code == -1:
             raise IdempotencyKeyReused()
+        if not acknowledged:
+            raise OutcomeUnknown(
+                f"Fewer than {self.wait.replicas} Redis replicas confirmed this order within "
+                f"{self.wait.timeout_ms} ms; it may or may not stand: GET /orders/<order_id> "
+                "or a retry with the same Idempotency-Key tells",
+                order_id=order_id or order.order_id)
         return order.outcome(code, order_id, stock_left, strategy, replica, bool(replayed))

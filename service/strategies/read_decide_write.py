@@ -14,7 +14,15 @@ from redis.client import Pipeline
 from .. import metrics
 from ..config import Settings
 from ..lock import FencedLock
-from ..model import IDEMPOTENCY_FIELDS, IdempotencyRecord, LockLost, Outcome, PendingOrder
+from ..model import (
+    IDEMPOTENCY_FIELDS,
+    IdempotencyRecord,
+    LockLost,
+    Outcome,
+    OutcomeUnknown,
+    PendingOrder,
+)
+from ..redis_client import ReplicaWait
 from ..scripts import OrderScripts
 
 
@@ -27,6 +35,7 @@ class ReadDecideWrite:
         self.settings = settings
         self.redis = client
         self.commit_order = scripts.commit_order
+        self.wait = ReplicaWait.from_settings(settings)
 
     @staticmethod
     def queue_reads(order: PendingOrder) -> Callable[[Pipeline], None]:
@@ -60,11 +69,12 @@ class ReadDecideWrite:
         if created or record or lock is not None:
             keys = order.keys
             fencing_token = lock.fencing_token if lock and self.settings.fencing else ""
-            written, released = self.commit_order(
-                keys=[*keys.lock_keys, keys.stock, keys.sold, keys.order(order.order_id),
-                      *order.idempotency_keys],
-                args=[*(lock.handoff_args() if lock else ["", 0, ""]), fencing_token,
-                      int(created), stock_left, *order.record_args],
+            (written, released), acknowledged = self.commit_order.call_and_wait(
+                [*keys.lock_keys, keys.stock, keys.sold, keys.order(order.order_id),
+                 *order.idempotency_keys],
+                [*(lock.handoff_args() if lock else ["", 0, ""]), fencing_token,
+                 int(created), stock_left, *order.record_args],
+                self.wait,
             )
             if released:
                 lock.forget()
@@ -74,4 +84,10 @@ class ReadDecideWrite:
                     f"The lock on {order.request.sku} passed to another holder before this "
                     "order was written; nothing was recorded"
                 )
+            if not acknowledged:
+                raise OutcomeUnknown(
+                    f"Fewer than {self.wait.replicas} Redis replicas confirmed this order "
+                    f"within {self.wait.timeout_ms} ms; it may or may not stand: "
+                    "GET /orders/<order_id> or a retry with the same Idempotency-Key tells",
+                    order_id=order.order_id)
         return order.outcome(int(created), order.order_id if created else "", stock_left)
