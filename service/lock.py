@@ -27,8 +27,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from redis.client import Pipeline, Redis
-from redis.cluster import RedisCluster
+from redis.client import Pipeline
 from redis.exceptions import (
     ConnectionError,
     LockError,
@@ -40,6 +39,7 @@ from redis.lock import Lock
 
 from . import scripts
 from .keys import grant_prefix, lock_keys
+from .redis_client import ReplicaWait, master_of, node_failed
 from .watchdog import WATCHDOG
 
 try:  # what a connection uses when the client was built without a socket_timeout
@@ -47,7 +47,8 @@ try:  # what a connection uses when the client was built without a socket_timeou
 except ImportError:  # older redis-py: no timeout
     DEFAULT_SOCKET_TIMEOUT = None
 
-__all__ = ["FencedLock", "LockError", "LockNotOwnedError", "holder_token", "held_by"]
+__all__ = ["FencedLock", "LockError", "LockNotOwnedError", "LockNotReplicated", "holder_token",
+           "held_by"]
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,11 @@ UNQUEUED_RETRIES = 2
 _NOT_QUEUED = -1
 
 
+class LockNotReplicated(LockError):
+    """The lock was taken, but fewer replicas than ``wait`` asks for acknowledged it in time;
+    it was given back (a fail-over now could hand it, or its fencing token, to another)."""
+
+
 def holder_token(holder: str) -> str:
     """A fresh lock token naming its holder, so `GET <lock key>` tells who holds the lock."""
     return f"{holder}/{uuid.uuid4().hex}"
@@ -84,10 +90,14 @@ class FencedLock(Lock):
     lua_handoff_release = None
     lua_cancel_wait = None
 
-    def __init__(self, redis, name: str, *args, renew: bool = False, **kwargs) -> None:
+    def __init__(self, redis, name: str, *args, renew: bool = False,
+                 wait: ReplicaWait | None = None, **kwargs) -> None:
         """As ``Lock``; with ``renew`` (and a ``timeout``), a watchdog extends the lease every
-        timeout/3 for as long as the holder holds the lock (see ``service.watchdog``)."""
+        timeout/3 for as long as the holder holds the lock (see ``service.watchdog``). With
+        ``wait`` asking for replicas, an acquisition counts only once that many replicas have
+        it (WAIT in the acquire's round trip): its fencing token then survives a fail-over."""
         super().__init__(redis, name, *args, **kwargs)
+        self.wait = wait or ReplicaWait()
         self.keys = lock_keys(name)
         self.grant_prefix = grant_prefix(name)
         self.renew = renew and bool(self.timeout)
@@ -207,10 +217,11 @@ class FencedLock(Lock):
         try:
             while True:
                 try:
-                    acquired, value, reads = self._acquire_then_read(
+                    acquired, value, reads, replicated = self._acquire_then_read(
                         token, self._registration_ms(blocking, sleep, deadline), queue_reads)
                     if acquired:
                         self._held(token, value)
+                        self._check_replicated(replicated)
                         return reads
                     if answered is not None and answered(reads):
                         if blocking:
@@ -230,9 +241,15 @@ class FencedLock(Lock):
                     pipe.blpop([grant_list], timeout=wait)
                     if queue_reads is not None:
                         queue_reads(pipe)
-                    granted, *reads = pipe.execute()
+                    # The hand-off's writes (the grant, the fencing counter) are the
+                    # releaser's; WAIT here covers them, as BLPOP's pop is this connection's.
+                    waits = self.wait.queue(pipe)
+                    granted, *reads = self._execute(pipe)
+                    acknowledged = reads.pop() if waits else None
                     if granted:
                         self._held(token, granted[1])
+                        self._check_replicated(acknowledged is None
+                                               or self.wait.confirmed(acknowledged))
                         return reads
                 except (ConnectionError, TimeoutError) as exc:
                     # A lost answer while waiting is not the caller's failure while it has
@@ -272,24 +289,33 @@ class FencedLock(Lock):
             until_next_call = min(until_next_call, deadline - time.monotonic())
         return max(1, math.ceil(until_next_call * 1000))
 
-    def _own_redis(self) -> Redis:
-        """The lock's own Redis. On a cluster, the client of the master that serves the lock:
-        a pipeline's commands stay in order on one connection (reads queued behind the acquire
-        or the BLPOP run after it), and it does not re-send them after a connection error as a
-        cluster pipeline would. Keys of other slots get MOVED there: an error, not a wrong
-        read."""
-        if isinstance(self.redis, RedisCluster):
-            return self.redis.get_redis_connection(self.redis.get_node_from_key(self.name))
-        return self.redis
-
     def _pipeline(self) -> Pipeline:
-        return self._own_redis().pipeline(transaction=False)
+        """A pipeline on the lock's own Redis: on a cluster, the master that serves the lock
+        (``master_of``), so a pipeline's commands stay in order on one connection (reads
+        queued behind the acquire or the BLPOP run after it, and WAIT counts its writes), and
+        nothing is re-sent after a connection error as a cluster pipeline would. Keys of other
+        slots get MOVED there: an error, not a wrong read."""
+        return master_of(self.redis, self.name).pipeline(transaction=False)
+
+    def _execute(self, pipe: Pipeline, raise_on_error: bool = True) -> list[Any]:
+        try:
+            return pipe.execute(raise_on_error=raise_on_error)
+        except (ConnectionError, TimeoutError):
+            node_failed(self.redis)  # on a cluster, the master may have moved: look again
+            raise
+
+    def _check_replicated(self, replicated: bool) -> None:
+        if not replicated:
+            raise LockNotReplicated(
+                f"fewer than {self.wait.replicas} replicas acknowledged the lock "
+                f"{self.name!r} within {self.wait.timeout_ms} ms")
 
     def _acquire_then_read(self, token: bytes, registration_ms: int,
                            queue_reads: Callable[[Pipeline], None] | None,
-                           ) -> tuple[int, int, list[Any]]:
+                           ) -> tuple[int, int, list[Any], bool]:
         """The acquire script and the reads behind it, in one round trip: (acquired, fencing
-        token or holder's PTTL, replies of the reads).
+        token or holder's PTTL, replies of the reads, whether enough replicas have it: a WAIT
+        rides behind them when ``wait`` asks for replicas).
 
         EVALSHA, not a pipelined ``Script`` (redis-py would add a SCRIPT EXISTS round trip);
         on NOSCRIPT the acquire did not run, so it is loaded where the pipeline goes and sent
@@ -303,15 +329,17 @@ class FencedLock(Lock):
             pipe.evalsha(script.sha, len(keys), *keys, *args)
             if queue_reads is not None:
                 queue_reads(pipe)
-            replies = pipe.execute(raise_on_error=False)
+            waits = self.wait.queue(pipe)
+            replies = self._execute(pipe, raise_on_error=False)
             if attempt or not isinstance(replies[0], NoScriptError):
                 break
             script.load(self.redis, keys)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
+        acknowledged = replies.pop() if waits else None
         (acquired, value), *reads = replies
-        return acquired, value, reads
+        return acquired, value, reads, acknowledged is None or self.wait.confirmed(acknowledged)
 
     def _give_up(self, token: bytes) -> None:
         """Leave the queue after a failure, so the lock is not handed to nobody."""
@@ -337,8 +365,9 @@ class FencedLock(Lock):
         bounds.append(MAX_BLOCK_S)
         socket_timeout = self.redis.get_connection_kwargs().get(
             "socket_timeout", DEFAULT_SOCKET_TIMEOUT)
-        if socket_timeout:
-            bounds.append(socket_timeout * _SOCKET_TIMEOUT_SHARE)
+        if socket_timeout:  # the WAIT behind the BLPOP, if any, must fit in it too
+            after = self.wait.timeout_ms / 1000 if self.wait.replicas else 0.0
+            bounds.append(socket_timeout * _SOCKET_TIMEOUT_SHARE - after)
         return max(min(bounds), 0.0005)  # never a busy spin
 
     def do_release(self, expected_token: str) -> None:

@@ -89,6 +89,13 @@ def test_lock_waiters_auto_is_left_to_the_worker():
     assert Settings.from_env({"LOCK_WAITERS": "14"}).lock_waiters == 14
 
 
+def test_the_wait_fits_in_the_redis_timeout():
+    fits = {"REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT_MS": "500", "REDIS_TIMEOUT_MS": "501"}
+    assert Settings.from_env(fits).redis_wait_timeout_ms == 500
+    with pytest.raises(ConfigError, match="^REDIS_WAIT_TIMEOUT_MS"):
+        Settings.from_env({**fits, "REDIS_TIMEOUT_MS": "500"})
+
+
 def test_sentinels_and_a_redis_cluster_exclude_each_other():
     sentinels = {"REDIS_SENTINELS": "127.0.0.1:26379"}
     assert Settings.from_env(sentinels).redis_sentinels == (("127.0.0.1", 26379),)

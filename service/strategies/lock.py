@@ -16,8 +16,8 @@ import redis
 
 from .. import metrics
 from ..config import Settings
-from ..lock import FencedLock, LockError, holder_token
-from ..model import LockTimeout, Outcome, PendingOrder
+from ..lock import FencedLock, LockError, LockNotReplicated, holder_token
+from ..model import LockTimeout, Outcome, OutcomeUnknown, PendingOrder
 from ..redis_client import REDIS_ERRORS
 from ..scripts import OrderScripts
 from .read_decide_write import ReadDecideWrite
@@ -63,12 +63,18 @@ class LockStrategy(ReadDecideWrite):
             self.redis, order.keys.lock,
             timeout=self.settings.lock_ttl_ms / 1000,
             blocking_timeout=self.settings.lock_wait_ms / 1000,
-            renew=self.settings.lock_renewal,
+            renew=self.settings.lock_renewal, wait=self.wait,
         )
         started = time.perf_counter()  # a wait that Redis failed is a Redis error, not a wait
-        reads = lock.acquire_and_read(self.queue_reads(order),
-                                      token=holder_token(self.settings.replica_id),
-                                      answered=self.recorded)
+        try:
+            reads = lock.acquire_and_read(self.queue_reads(order),
+                                          token=holder_token(self.settings.replica_id),
+                                          answered=self.recorded)
+        except LockNotReplicated as exc:
+            raise OutcomeUnknown(
+                f"{exc}: nothing of this order was written, and the lock was given back; "
+                "GET /orders/<order_id> or a retry with the same Idempotency-Key tells",
+                order_id=order.order_id) from exc
         metrics.lock_waited(time.perf_counter() - started)
         if reads is None:
             metrics.lock_timed_out()
