@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="faults: multiply each fault run's number of customers")
     parser.add_argument("--metrics-rounds", type=int, default=3,
                         help="metrics: rounds of (metrics on, metrics off), --duration each")
+    parser.add_argument("--wait-rounds", type=int, default=3,
+                        help="wait: alternating rounds of WAIT 0 and WAIT 1, --duration each")
     parser.add_argument("--baseline-rounds", type=int, default=3,
                         help="baseline: alternating rounds of the three contenders")
     parser.add_argument("--baseline-concurrency", type=int, default=16,

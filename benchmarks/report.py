@@ -25,6 +25,7 @@ THROUGHPUT_COLUMNS = [
 ]
 MASTERS_COLUMNS = [("masters", "masters"), *THROUGHPUT_COLUMNS]
 METRICS_COLUMNS = [("metrics", "metrics"), ("round", "round"), *THROUGHPUT_COLUMNS]
+WAIT_COLUMNS = [("wait_replicas", "WAIT"), ("round", "round"), *THROUGHPUT_COLUMNS]
 BASELINE_COLUMNS = [
     ("contender", "contender"), ("round", "round"), ("orders_per_s", "orders/s"),
     ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"), ("errors", "errors"),
@@ -163,7 +164,8 @@ def write(out: Path, results: dict[str, Any]) -> list[Path]:
             columns = {"lock": LOCK_COLUMNS, "faults": FAULT_COLUMNS,
                        "masters": MASTERS_COLUMNS, "baseline": BASELINE_COLUMNS,
                        "redis": REDIS_COLUMNS,
-                       "metrics": METRICS_COLUMNS}.get(name, THROUGHPUT_COLUMNS)
+                       "metrics": METRICS_COLUMNS,
+                       "wait": WAIT_COLUMNS}.get(name, THROUGHPUT_COLUMNS)
             lines.append(table(section["rows"], columns, markdown=True))
         for note in section.get("notes", []):
             lines += ["", note]

@@ -29,6 +29,7 @@ from .progress import Progress
 from .redis_ceiling import run_strategy as run_redis_ceiling
 from .seed import format_table
 from .throughput import run_level
+from .wait_cost import run_wait_scenario
 
 DEFAULT_SCENARIOS = ("seed", "throughput")
 LOCAL_ENV = {"ENABLE_UNSAFE_STRATEGY": "1"}  # so the `none` control can run
@@ -220,6 +221,11 @@ SCENARIOS = {s.name: s for s in (
              lambda args, t: f"baseline (one replica each, {args.baseline_concurrency} "
                              f"clients, {args.duration:g} s per round)",
              report.BASELINE_COLUMNS, _own_processes),
+    Scenario("wait", lambda args, t: run_wait_scenario(args),
+             lambda args, t: f"wait (REDIS_WAIT_REPLICAS 0 vs 1 on a master with a replica and "
+                             f"3 Sentinels; {args.replicas} replicas each, "
+                             f"{args.duration:g} s per round)",
+             report.WAIT_COLUMNS, _own_processes),
     Scenario("redis", lambda args, t: run_redis_scenario(args, t.redis_url),
              lambda args, t: "redis (no HTTP: OrderService driven by 3 processes x 8 threads)",
              report.REDIS_COLUMNS, _redis_url_given),

@@ -1,4 +1,4 @@
-"""The six faults: what is done to the running processes, and what was seen of it.
+"""The faults: what is done to the running processes, and what was seen of it.
 
 Each ``inject`` runs while the customers order (see ``faults.run_variant``) and returns when
 the fault is over; each ``describe`` reports the fault's own figures from the timeline.
@@ -21,6 +21,7 @@ from .faults import (
     latency_summary,
     ms,
 )
+from .redis_cluster import RedisClusterNodes
 
 FREEZE_S = 1.0
 REDIS_DOWN_S = 1.0
@@ -186,8 +187,63 @@ def describe_renewal(stage: Stage, customers: list[Customer]) -> str:
             f"{stage.env['LOCK_TTL_MS']} ms lease; it answered {holder_answers(stage, customers)}")
 
 
+# 6. A Redis fail-over: the replication link stalls, the master dies with writes its replica
+# never got, and the replica is promoted (by the Sentinels, or by the Redis Cluster).
+
+STALL_S = 0.5
+
+
+def failover(stage: Stage) -> None:
+    stage.at(0.1)
+    topology = stage.redis_setup
+    if isinstance(topology, RedisClusterNodes):
+        link = topology.link_of(stage.server)
+        link.stall(replication_only=True)  # the clients share this proxy: they go on
+    else:
+        link = topology.link
+        link.stall()
+    stage.marks["stall"] = time.perf_counter()
+    time.sleep(STALL_S)
+    stage.server.crash()
+    stage.marks["fault"] = time.perf_counter()
+    if isinstance(topology, RedisClusterNodes):
+        stage.promoted = topology.wait_for_failover(stage.server)
+        stage.marks["promoted"] = time.perf_counter()
+        topology.rejoin(stage.server)
+    else:
+        stage.promoted = topology.wait_for_failover()
+        stage.marks["promoted"] = time.perf_counter()
+        topology.rejoin_old_master()
+    # As a restarted pod: back, empty, as the new master's replica (WAIT 1 can be met again).
+    stage.marks["rejoined"] = time.perf_counter()
+    stage.hit = True
+
+
+def describe_failover(stage: Stage, customers: list[Customer]) -> str:
+    stalled, killed, promoted = (stage.marks[k] for k in ("stall", "fault", "promoted"))
+    during = [a for a in answers_between(customers, stalled, killed) if a.sent_at >= stalled]
+    told = sum(a.status == 201 for a in during)
+    unknown = sum(a.problem.endswith("outcome-unknown") for a in during)
+    who = ("the cluster" if isinstance(stage.redis_setup, RedisClusterNodes)
+           else "the Sentinels")
+    rejoined = stage.marks["rejoined"]
+    return (f"replication stalled {STALL_S:g} s, then the master SIGKILLed ({told} orders "
+            f"answered 201 and {unknown} outcome-unknown during the stall); {who} promoted "
+            f"the replica {promoted - killed:.1f} s later, and the old master was back as its "
+            f"replica {rejoined - promoted:.1f} s after that; next order created "
+            f"{ms(first_created_after(customers, promoted))} after the promotion")
+
+
 HOLD = {"CRITICAL_SECTION_DELAY_MS": "20"}  # replica-1 holds long enough to be caught holding
 UNFENCED = {"DISABLE_FENCING": "1"}
+# REDIS_TIMEOUT_MS is 300 in the fault runs: the WAIT must end before it.
+WAIT = {"REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT_MS": "200"}
+FAILOVER_VARIANTS = (
+    Variant("lua, WAIT 1", "lua", env=WAIT),
+    Variant("lock, WAIT 1", "lock", env=WAIT),
+    Variant("lua, no WAIT", "lua", "lost"),
+    Variant("lock, no WAIT", "lock", "lost"),
+)
 
 SCENARIOS = {s.name: s for s in (
     Scenario("kill", kill, describe_kill, size=Size(180, 60),
@@ -224,4 +280,9 @@ SCENARIOS = {s.name: s for s in (
                          holder_env={"CRITICAL_SECTION_DELAY_MS": str(HOLD_MS)}),
                  Variant("lock, no renewal, no fencing", "lock", "oversold", env=NO_RENEWAL,
                          holder_env={"CRITICAL_SECTION_DELAY_MS": str(HOLD_MS), **UNFENCED}))),
+    # Customers keep arriving for a while after the promotion (about 3-4 s after the kill).
+    Scenario("failover-sentinel", failover, describe_failover, size=Size(600, 40),
+             redis="sentinel", env={"LOCK_TTL_MS": "500"}, variants=FAILOVER_VARIANTS),
+    Scenario("failover-cluster", failover, describe_failover, size=Size(600, 40),
+             redis="cluster", env={"LOCK_TTL_MS": "500"}, variants=FAILOVER_VARIANTS),
 )}

@@ -1,6 +1,8 @@
 """The ``faults`` scenario: faults injected into real processes while customers keep ordering.
 
-Each scenario runs every variant on a fresh Redis and 3 fresh replicas: ``lua`` and ``lock``,
+Each scenario runs every variant on a fresh Redis and 3 fresh replicas (for the fail-overs, a
+master with a replica and 3 Sentinels, or a Redis Cluster with a replica per master): ``lua`` and
+``lock``,
 which must come out with nothing oversold, lost, phantom or unresolved, and an unsafe variant
 (the ``none`` strategy, no fencing, no Idempotency-Key, no fsynced append-only file) that must
 fail the same check. Customers arrive at a fixed rate during the whole run; the fault comes
@@ -26,8 +28,12 @@ from .customers import Customer, Plan, Shoppers, resolve
 from .http import put_stock
 from .load import percentile
 from .proxy import FlakyProxy
+from .redis_cluster import RedisClusterNodes
 from .redis_server import RedisServer
 from .replicas import LocalReplicas
+from .sentinel import SentinelRedis
+
+REDIS_SETUPS = ("single", "sentinel", "cluster")
 
 
 @dataclass(frozen=True)
@@ -63,12 +69,15 @@ class Stage:
     shoppers: Shoppers
     client: redis.Redis  # straight to Redis, never through a proxy
     sku: str
-    server: RedisServer
+    server: RedisServer  # the one server, or the master of the SKU's data
     proxy: FlakyProxy | None
     env: dict[str, str]  # the replicas' settings (replica-1 may have more)
     live_urls: list[str]
     hit: bool = False  # the fault happened as meant (e.g. replica-1 was holding the lock)
     marks: dict[str, float] = field(default_factory=dict)  # perf_counter() of fault events
+    # A fail-over's topology: the replication link to stall, the master to kill.
+    redis_setup: SentinelRedis | RedisClusterNodes | None = None
+    promoted: RedisServer | None = None  # the replica that took the master's place
 
     def at(self, fraction: float) -> None:
         """Sleep until ``fraction`` of the customers' arrival period has passed."""
@@ -136,6 +145,7 @@ class Scenario:
     env: dict[str, str] = field(default_factory=dict)
     stock_share: float = 0.75  # stock set to this share of the customers: it sells out late
     proxy: bool = False
+    redis: str = "single"  # or "sentinel", "cluster": a master with a replica to promote
 
 
 @dataclass
@@ -168,32 +178,67 @@ class FaultRun:
                 "as_expected": self.as_expected}
 
 
+@dataclass
+class RedisSetup:
+    """The Redis a run's replicas use, and how to reach it."""
+
+    server: RedisServer  # the one server, or the master of the run's SKU
+    url: str  # REDIS_URL of the replicas
+    env: dict[str, str] = field(default_factory=dict)  # more settings (the Sentinels)
+    proxy: FlakyProxy | None = None
+    topology: SentinelRedis | RedisClusterNodes | None = None
+
+    @property
+    def cluster(self) -> bool:
+        return isinstance(self.topology, RedisClusterNodes)
+
+    def books_client(self, promoted: RedisServer | None) -> redis.Redis:
+        """A client of wherever the SKU's data is after the run: the promoted replica, a
+        cluster client (it finds the new slot map), or the one server."""
+        if self.cluster:
+            return self.topology.client_of_live_nodes(decode_responses=True)
+        server = promoted or self.server
+        return redis.Redis.from_url(server.url, decode_responses=True)
+
+
 @contextlib.contextmanager
-def _redis(scenario: Scenario, variant: Variant) -> Iterator[tuple[RedisServer, FlakyProxy | None]]:
+def _redis(scenario: Scenario, variant: Variant, sku: str) -> Iterator[RedisSetup]:
+    if scenario.redis == "sentinel":
+        with SentinelRedis() as redis_set:
+            yield RedisSetup(redis_set.master, redis_set.url, redis_set.service_env(),
+                             topology=redis_set)
+        return
+    if scenario.redis == "cluster":
+        with RedisClusterNodes(masters=3, replicas=1, node_timeout_ms=1000) as nodes:
+            master = nodes.server_for(SkuKeys(sku).stock)
+            yield RedisSetup(master, nodes.url, topology=nodes)
+        return
     with RedisServer(durable=variant.durable) as server:
         if not scenario.proxy:
-            yield server, None
+            yield RedisSetup(server, server.url)
             return
         with FlakyProxy(server.port, latency_s=0.0005) as proxy:
-            yield server, proxy
+            yield RedisSetup(server, proxy.url, proxy=proxy)
 
 
 def run_variant(scenario: Scenario, variant: Variant, scale: float = 1.0) -> FaultRun:
     size = Size(max(6, round(scenario.size.customers * scale)), scenario.size.rate_per_s)
     env = {"ENABLE_UNSAFE_STRATEGY": "1", "REDIS_TIMEOUT_MS": "300",
            **scenario.env, **variant.env}
-    with _redis(scenario, variant) as (server, proxy), LocalReplicas(
-            replicas=3, env=env, redis_url=proxy.url if proxy else server.url,
+    sku = f"{scenario.name}-{variant.strategy}"
+    with _redis(scenario, variant, sku) as setup, LocalReplicas(
+            replicas=3, env={**env, **setup.env}, redis_url=setup.url,
+            redis="cluster" if setup.cluster else "single",
             replica_env={1: variant.holder_env}) as cluster, \
-            redis.Redis.from_url(server.url, decode_responses=True) as client:
-        sku = f"{scenario.name}-{variant.strategy}"
+            redis.Redis.from_url(setup.server.url, decode_responses=True) as client:
+        server, proxy = setup.server, setup.proxy
         stock = round(size.customers * scenario.stock_share)
         # Before the fault, but a busy machine can make this first call through the proxy slow.
         put_stock(cluster.urls[0], sku, stock, attempts=3)
         plan = Plan(cluster.urls, sku, variant.strategy, size.customers, size.rate_per_s,
                     with_key=variant.with_key)
         stage = Stage(cluster, Shoppers(plan).start(), client, sku, server, proxy, env,
-                      live_urls=list(cluster.urls))
+                      live_urls=list(cluster.urls), redis_setup=setup.topology)
         try:
             scenario.inject(stage)
         finally:
@@ -203,7 +248,9 @@ def run_variant(scenario: Scenario, variant: Variant, scale: float = 1.0) -> Fau
         # Stopped gracefully, the replicas finish what they are doing: nothing can be written
         # after the books are read.
         cluster.stop()
-        return FaultRun(scenario.name, variant, tally(client, sku, customers), stage.hit, fault)
+        with setup.books_client(stage.promoted) as books:
+            result = tally(books, sku, customers)
+        return FaultRun(scenario.name, variant, result, stage.hit, fault)
 
 
 def answers_between(customers: list[Customer], start: float, end: float) -> list:

@@ -214,6 +214,23 @@ class RedisClusterNodes:
             time.sleep(0.1)
         raise RedisServerError(f"no fail-over of {master.port} within {timeout}s")
 
+    def rejoin(self, server: RedisServer, timeout: float = 30.0) -> None:
+        """Start a killed master again on its port and files: it finds its slots taken by
+        the replica promoted in its place, and becomes that one's replica. Returns once in
+        sync, so a WAIT for one replica can be met again."""
+        from .sentinel import wait_in_sync
+
+        server.start()
+        wait_in_sync(server, time.monotonic() + timeout)
+
+    def client_of_live_nodes(self, **options: object) -> redis.RedisCluster:
+        """A cluster client that starts from whichever nodes are up (``client`` starts from
+        the first master, which a fault may have killed)."""
+        from redis.cluster import ClusterNode
+
+        nodes = [ClusterNode("127.0.0.1", s.port) for s in self.nodes if s.process is not None]
+        return redis.RedisCluster(startup_nodes=nodes, password=self.password, **options)
+
     def cleanup(self) -> None:
         for server in self.nodes:
             server.cleanup()

@@ -27,6 +27,20 @@ from .redis_server import RedisServer, RedisServerError, find_redis_server, free
 MASTER_NAME = "mymaster"
 
 
+def wait_in_sync(server: RedisServer, deadline: float) -> None:
+    """Until ``server`` is a replica whose link to its master is up."""
+    while time.monotonic() < deadline:
+        try:
+            with server.admin(decode_responses=True) as client:
+                info = client.info("replication")
+            if info["role"] == "slave" and info.get("master_link_status") == "up":
+                return
+        except redis.RedisError:
+            pass
+        time.sleep(0.1)
+    raise RedisServerError(f"{server.port} did not come back as an in-sync replica in time")
+
+
 class Sentinel:
     """One ``redis-server --sentinel`` process, monitoring one master."""
 
@@ -68,13 +82,17 @@ class SentinelRedis:
     """A master, one replica behind ``link`` (a FlakyProxy), and ``sentinels`` Sentinels."""
 
     def __init__(self, sentinels: int = 3, master_name: str = MASTER_NAME,
-                 down_after_ms: int = 1000, failover_timeout_ms: int = 10000) -> None:
+                 down_after_ms: int = 1000, failover_timeout_ms: int = 10000,
+                 link: bool = True) -> None:
+        """``link`` False: the replica replicates from the master directly (no proxy to stall,
+        and none of its cost in a measurement)."""
         self.master_name = master_name
         self.directory = Path(tempfile.mkdtemp(prefix="redis-sentinel-"))
         self.master = RedisServer(directory=self._subdir("master"))
         self.replica: RedisServer | None = None
         self.link: FlakyProxy | None = None
         self._sentinel_args = (sentinels, down_after_ms, failover_timeout_ms)
+        self._use_link = link
         self.sentinels: list[Sentinel] = []
 
     def _subdir(self, name: str) -> str:
@@ -100,9 +118,12 @@ class SentinelRedis:
     def start(self, timeout: float = 30.0) -> SentinelRedis:
         try:
             self.master.start()
-            self.link = FlakyProxy(self.master.port).start()
+            upstream = self.master.port
+            if self._use_link:
+                self.link = FlakyProxy(self.master.port).start()
+                upstream = self.link.port
             self.replica = RedisServer(directory=self._subdir("replica"), extra_args=(
-                "--replicaof", "127.0.0.1", str(self.link.port)))
+                "--replicaof", "127.0.0.1", str(upstream)))
             self.replica.start()
             count, down_after_ms, failover_timeout_ms = self._sentinel_args
             quorum = count // 2 + 1
@@ -172,6 +193,16 @@ class SentinelRedis:
                 pass
             time.sleep(0.1)
         raise RedisServerError(f"no fail-over within {timeout}s")
+
+    def rejoin_old_master(self, timeout: float = 30.0) -> None:
+        """Start the killed master again on its port, empty, as a replica of the master the
+        Sentinels now name (what a restarted Redis pod of a Sentinel set does: it asks them
+        first), and wait until it is in sync: the new master has a replica again, so a WAIT
+        for one can be met. Left alone, the Sentinels would convert it too, but only after
+        their next INFO round (about 10 s)."""
+        self.master.extra_args = ("--replicaof", "127.0.0.1", str(self.master_port()))
+        self.master.start()
+        wait_in_sync(self.master, time.monotonic() + timeout)
 
     def cleanup(self) -> None:
         for sentinel in self.sentinels:

@@ -367,7 +367,7 @@ class FencedLock(Lock):
             "socket_timeout", DEFAULT_SOCKET_TIMEOUT)
         if socket_timeout:  # the WAIT behind the BLPOP, if any, must fit in it too
             after = self.wait.timeout_ms / 1000 if self.wait.replicas else 0.0
-            bounds.append(socket_timeout * _SOCKET_TIMEOUT_SHARE - after)
+            bounds.append((socket_timeout - after) * _SOCKET_TIMEOUT_SHARE)
         return max(min(bounds), 0.0005)  # never a busy spin
 
     def do_release(self, expected_token: str) -> None:

@@ -132,3 +132,35 @@ def test_with_wait_every_acknowledged_order_survives_the_fail_over(strategy, mon
         assert run.fences_used, "no lock order was acknowledged"
         assert run.fences_above_counter == []
     run.books.assert_never_oversold()
+
+
+def test_a_lock_waiter_with_wait_blocks_instead_of_polling():
+    """The WAIT behind a waiter's BLPOP must fit in the socket timeout, but must not squeeze
+    the BLPOP to nothing: with REDIS_TIMEOUT_MS 1000 and REDIS_WAIT_TIMEOUT_MS 500, a waiter
+    once called Redis every half millisecond instead of blocking."""
+    from service.lock import FencedLock
+    from service.redis_client import ReplicaWait
+
+    with SentinelRedis(link=False) as redis_set, \
+            redis_set.master.admin(socket_timeout=1.0) as client:
+        holder = FencedLock(client, "held", timeout=10, thread_local=False)
+        holder.acquire()
+        releaser = threading.Timer(1.0, holder.release)
+        releaser.start()
+        before = lock_calls(client)
+        waiter = FencedLock(client, "held", timeout=10, wait=ReplicaWait(1, 500))
+        try:
+            assert waiter.acquire(blocking_timeout=5)
+        finally:
+            releaser.join()
+        calls = lock_calls(client) - before
+        waiter.release()
+    assert calls < 40, f"{calls} lock calls to wait about a second for one lock"
+
+
+def lock_calls(client) -> int:
+    """Calls of what a lock waiter sends (scripts, BLPOP, WAIT): the Sentinels' and the
+    replica's own traffic to the master left out."""
+    stats = client.info("commandstats")
+    return sum(stats.get(f"cmdstat_{name}", {}).get("calls", 0)
+               for name in ("evalsha", "eval", "blpop", "wait"))
