@@ -60,7 +60,10 @@ class Tally:
     acknowledged: int  # customers told 201
     refused: int  # customers told for sure that nothing was recorded (409, 503 lock-*)
     recorded: int  # order records in Redis
-    oversold: int  # see Books.oversold
+    # Units sold that were never in stock: in Redis (see Books.oversold), or as customers
+    # were told (more orders answered 201 than units ever supplied, as when a fail-over loses
+    # acknowledged orders and sells their units again; every customer orders one unit).
+    oversold: int
     missing: int  # see Books.missing
     lost: int  # acknowledged orders with no record
     phantom: int  # records no customer was told about (a failure that was not, a double)
@@ -97,7 +100,7 @@ def tally(client: redis.Redis, sku: str, customers: list[Customer]) -> Tally:
         acknowledged=len(acknowledged),
         refused=sum(c.refused for c in customers),
         recorded=len(recorded),
-        oversold=books.oversold,
+        oversold=max(books.oversold, len(acknowledged) - books.supplied),
         missing=books.missing,
         lost=len(acknowledged - recorded),
         phantom=len(recorded - acknowledged),
