@@ -226,6 +226,9 @@ class FencedLock(Lock):
                     if answered is not None and answered(reads):
                         if blocking:
                             self._run_own(self.lua_cancel_wait, token)
+                        # The answer is a record read on this master: only as good as the
+                        # replicas that have it.
+                        self._check_replicated(replicated)
                         return reads
                     if not blocking:
                         return None

@@ -1,10 +1,12 @@
 """A Redis fail-over under load: acknowledged orders survive it only with REDIS_WAIT_REPLICAS.
 
-A master, its replica and 3 Sentinels (harness/sentinel.py); the service's domain follows the
-Sentinels. Orders flow, the replication link stalls, the master is killed, the Sentinels
-promote the replica, orders flow again. Every order a customer was told was created must be on
-the new master, and (``lock``) no fencing token a holder wrote with may be above the new
-master's counter. The control, WAIT off, breaks both: the same assertions fail.
+A master, its replica and 3 Sentinels (harness/sentinel.py), or a 3-master Redis Cluster with
+a replica per master (harness/redis_cluster.py); the service's domain follows the Sentinels or
+the slot map. Orders flow, the replication link stalls, the master is killed, the replica is
+promoted, the old master comes back as its replica, orders flow again. Every order a customer
+was told was created must be on the new master, and (``lock``) no fencing token a holder
+wrote with may be above the new master's counter. The control, WAIT off, breaks both: the
+same assertions fail.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import uuid
 import pytest
 
 from harness.books import Books
+from harness.redis_cluster import RedisClusterNodes
 from harness.sentinel import SentinelRedis
 from service.config import Settings
 from service.keys import SkuKeys
@@ -65,12 +68,13 @@ class Run:
 
     @property
     def fences_above_counter(self) -> list[int]:
-        """Fencing tokens of acknowledged writes above the new master's counter: the counter
-        stepped back, and a new holder would get a token a stale one already wrote with."""
+        """Fencing tokens of writes acknowledged before the kill that are above the counter
+        the promoted master started from: the counter stepped back, and a new holder would
+        get a token a stale one already wrote with."""
         return sorted(f for f in self.fences_used if f > self.fence_after)
 
 
-def fail_over_under_load(strategy: str, wait_replicas: int, monkeypatch) -> Run:
+def fail_over_under_load(topology: str, strategy: str, wait_replicas: int, monkeypatch) -> Run:
     fences_used: list[int] = []
     decide_and_write = ReadDecideWrite.decide_and_write
 
@@ -82,38 +86,64 @@ def fail_over_under_load(strategy: str, wait_replicas: int, monkeypatch) -> Run:
         return outcome
 
     monkeypatch.setattr(ReadDecideWrite, "decide_and_write", watched)
-    with SentinelRedis() as redis_set:
-        settings = Settings.from_env(redis_set.service_env(), redis_wait_replicas=wait_replicas,
-                                     redis_wait_timeout_ms=200, redis_timeout_ms=500,
-                                     replica_id="test")
-        service = OrderService(settings, connect(settings))
-        service.set_stock(SKU, STOCK)
-        stop, told, unknown = threading.Event(), [], []
-        customers = [threading.Thread(target=shop, args=(service, strategy, stop, told, unknown))
-                     for _ in range(4)]
-        for customer in customers:
-            customer.start()
-        try:
-            time.sleep(1.0)
-            redis_set.link.stall()  # the replica hears nothing more from its master
-            time.sleep(0.5)
-            redis_set.crash_master()
-            promoted = redis_set.wait_for_failover()
-            time.sleep(1.0)  # orders go on against the promoted replica
-        finally:
-            stop.set()
-            for customer in customers:
-                customer.join(30)
+    if topology == "sentinel":
+        with SentinelRedis() as redis_set:
+            return _run(redis_set.service_env(), strategy, wait_replicas, fences_used,
+                        stall=redis_set.link.stall, crash=redis_set.crash_master,
+                        promote=redis_set.wait_for_failover,
+                        rejoin=redis_set.rejoin_old_master,
+                        books_client=lambda promoted: promoted.admin(decode_responses=True))
+    with RedisClusterNodes(masters=3, replicas=1, node_timeout_ms=1000) as nodes:
+        master = nodes.server_for(SkuKeys(SKU).stock)
+        return _run({**nodes.service_env()}, strategy, wait_replicas, fences_used,
+                    stall=lambda: nodes.link_of(master).stall(replication_only=True),
+                    crash=master.crash, promote=lambda: nodes.wait_for_failover(master),
+                    rejoin=lambda: nodes.rejoin(master),
+                    books_client=lambda _: nodes.client_of_live_nodes(decode_responses=True))
+
+
+def _run(env: dict[str, str], strategy: str, wait_replicas: int, fences_used: list[int], *,
+         stall, crash, promote, rejoin, books_client) -> Run:
+    settings = Settings.from_env(env, redis_wait_replicas=wait_replicas,
+                                 redis_wait_timeout_ms=200, redis_timeout_ms=500,
+                                 replica_id="test")
+    service = OrderService(settings, connect(settings))
+    service.set_stock(SKU, STOCK)
+    stop, told, unknown = threading.Event(), [], []
+    customers = [threading.Thread(target=shop, args=(service, strategy, stop, told, unknown))
+                 for _ in range(4)]
+    for customer in customers:
+        customer.start()
+    try:
+        time.sleep(1.0)
+        stall()  # the replica hears nothing more from its master
+        time.sleep(0.5)
+        crash()
+        fences_before_kill = list(fences_used)  # what holders wrote with on the old master
+        promoted = promote()
+        # The counter as the promoted master took over (orders after this raise it again).
         with promoted.admin(decode_responses=True) as client:
-            books = Books(client, SKU)
             fence_after = int(client.get(SkuKeys(SKU).fence) or 0)
-        return Run(set(told), books, unknown, fences_used, fence_after)
+        rejoin()  # back, empty, as the new master's replica: WAIT 1 can be met again
+        time.sleep(1.0)  # orders go on against the promoted replica
+    finally:
+        stop.set()
+        for customer in customers:
+            customer.join(30)
+    with books_client(promoted) as client:
+        books = Books(client, SKU)
+    return Run(set(told), books, unknown, fences_before_kill, fence_after)
 
 
-@pytest.mark.parametrize("strategy", ["lua", "lock"])
-def test_without_wait_acknowledged_orders_are_lost_in_a_fail_over(strategy, monkeypatch):
+RUNS = [pytest.param(topology, strategy, id=f"{topology}-{strategy}")
+        for topology in ("sentinel", "cluster") for strategy in ("lua", "lock")]
+
+
+@pytest.mark.parametrize(("topology", "strategy"), RUNS)
+def test_without_wait_acknowledged_orders_are_lost_in_a_fail_over(topology, strategy,
+                                                                   monkeypatch):
     """The control: the assertions the safe run makes fail here."""
-    run = fail_over_under_load(strategy, wait_replicas=0, monkeypatch=monkeypatch)
+    run = fail_over_under_load(topology, strategy, wait_replicas=0, monkeypatch=monkeypatch)
     assert run.told, "no order was created"
     with pytest.raises(AssertionError):
         assert run.lost == set()
@@ -122,9 +152,10 @@ def test_without_wait_acknowledged_orders_are_lost_in_a_fail_over(strategy, monk
             assert run.fences_above_counter == []
 
 
-@pytest.mark.parametrize("strategy", ["lua", "lock"])
-def test_with_wait_every_acknowledged_order_survives_the_fail_over(strategy, monkeypatch):
-    run = fail_over_under_load(strategy, wait_replicas=1, monkeypatch=monkeypatch)
+@pytest.mark.parametrize(("topology", "strategy"), RUNS)
+def test_with_wait_every_acknowledged_order_survives_the_fail_over(topology, strategy,
+                                                                   monkeypatch):
+    run = fail_over_under_load(topology, strategy, wait_replicas=1, monkeypatch=monkeypatch)
     assert run.told, "no order was created"
     assert run.unknown, "no answer was withheld: the stall did not bite"
     assert run.lost == set()
