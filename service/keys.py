@@ -50,6 +50,12 @@ class SkuKeys:
         return f"{self.tag}:supplied"
 
     @property
+    def read_mark(self) -> str:
+        """A counter a confirmed read increments (REDIS_WAIT_REPLICAS): the write that gives
+        its WAIT an offset at or past everything the read saw."""
+        return f"{self.tag}:read-mark"
+
+    @property
     def lock(self) -> str:
         """The SKU's lock; FencedLock derives its other keys (fence, queue, ...) from it."""
         return f"{self.tag}:lock"

@@ -15,7 +15,7 @@ from .config import Settings
 from .keys import SkuKeys, new_order_id, sku_of_order
 from .lock import FencedLock
 from .model import OrderNotFound, OrderRecord, OrderRequest, Outcome, OutcomeUnknown, PendingOrder
-from .redis_client import REDIS_ERRORS, ReplicaWait
+from .redis_client import REDIS_ERRORS, ReplicaWait, read_confirmed
 from .scripts import OrderScripts
 from .strategies import Strategy, build_strategies
 
@@ -75,9 +75,17 @@ class OrderService:
         sku = sku_of_order(order_id)
         if sku is None:
             raise OrderNotFound(f"No order {order_id!r}")
-        fields = self.redis.hgetall(SkuKeys(sku).order(order_id))
-        if not fields:
+        keys = SkuKeys(sku)
+        key = keys.order(order_id)
+        (fields,), confirmed = read_confirmed(self.redis, key, keys.read_mark,
+                                              lambda pipe: pipe.hgetall(key), self.wait)
+        if not fields:  # a write the master does not have is not on its replicas either
             raise OrderNotFound(f"No order {order_id!r}")
+        if not confirmed:
+            raise OutcomeUnknown(
+                f"The order is recorded, but fewer than {self.wait.replicas} Redis replicas "
+                f"confirmed it within {self.wait.timeout_ms} ms: a fail-over now could still "
+                "lose it; ask again shortly", order_id=order_id)
         return OrderRecord.from_hash(fields)
 
     def redis_failure(self) -> str | None:

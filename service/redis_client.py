@@ -110,3 +110,28 @@ class ReplicaWait:
 
     def confirmed(self, acknowledged: int) -> bool:
         return int(acknowledged) >= self.replicas
+
+
+def read_confirmed(client: redis.Redis | RedisCluster, key: str, mark: str,
+                   queue_reads: Any, wait: ReplicaWait) -> tuple[list[Any], bool]:
+    """Reads ``queue_reads`` puts on a pipeline, and whether ``wait``'s replicas have what
+    they saw, in one round trip on the master of ``key``.
+
+    WAIT counts the offset of the connection's own last write, and a read writes nothing: so
+    the reads are followed by an INCR of ``mark`` (a key of ``key``'s slot), whose offset is
+    past every write the reads saw, then the WAIT. Without replicas to wait for, plain reads.
+    """
+    if not wait.replicas:  # the client's own routing (on a cluster: by key, MOVED followed)
+        pipe = client.pipeline(transaction=False)
+        queue_reads(pipe)
+        return pipe.execute(), True
+    pipe = master_of(client, key).pipeline(transaction=False)
+    queue_reads(pipe)
+    pipe.incr(mark)
+    wait.queue(pipe)
+    try:
+        *replies, _, acknowledged = pipe.execute()
+    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+        node_failed(client)  # a master gone or moved: the next call asks where it went
+        raise
+    return replies, wait.confirmed(acknowledged)
