@@ -215,11 +215,17 @@ class Settings:
                 "REPLICA_ID: expected 1-253 printable ASCII characters, without spaces or "
                 f"'/', got {self.replica_id!r}"
             )
-        if self.redis_wait_replicas and self.redis_wait_timeout_ms >= self.redis_timeout_ms:
+        if self.redis_wait_replicas and 2 * self.redis_wait_timeout_ms > self.redis_timeout_ms:
             raise ConfigError(
-                f"REDIS_WAIT_TIMEOUT_MS: must be below REDIS_TIMEOUT_MS "
-                f"({self.redis_timeout_ms}), or every WAIT that runs out is a lost connection; "
+                f"REDIS_WAIT_TIMEOUT_MS: at most half of REDIS_TIMEOUT_MS "
+                f"({self.redis_timeout_ms}): the WAIT and the command before it share one "
+                f"round trip, or a WAIT that runs out looks like a lost connection; "
                 f"got {self.redis_wait_timeout_ms}")
+        if self.redis_wait_replicas and self.lock_ttl_ms < 3 * self.redis_wait_timeout_ms:
+            raise ConfigError(
+                f"LOCK_TTL_MS: at least 3 x REDIS_WAIT_TIMEOUT_MS "
+                f"({3 * self.redis_wait_timeout_ms}): a lease must outlast the WAITs of its "
+                f"acquire and commit; got {self.lock_ttl_ms}")
         if self.redis_sentinels and self.redis_cluster:
             raise ConfigError("REDIS_SENTINELS and REDIS_CLUSTER=1 exclude each other: a Redis "
                               "Cluster promotes its replicas itself")

@@ -39,7 +39,7 @@ from redis.lock import Lock
 
 from . import scripts
 from .keys import grant_prefix, lock_keys
-from .redis_client import ReplicaWait, master_of, node_failed
+from .redis_client import ReplicaWait, master_of, moved, node_failed
 from .watchdog import WATCHDOG
 
 try:  # what a connection uses when the client was built without a socket_timeout
@@ -91,13 +91,17 @@ class FencedLock(Lock):
     lua_cancel_wait = None
 
     def __init__(self, redis, name: str, *args, renew: bool = False,
-                 wait: ReplicaWait | None = None, **kwargs) -> None:
+                 wait: ReplicaWait | None = None, wait_mark: str | None = None,
+                 **kwargs) -> None:
         """As ``Lock``; with ``renew`` (and a ``timeout``), a watchdog extends the lease every
         timeout/3 for as long as the holder holds the lock (see ``service.watchdog``). With
         ``wait`` asking for replicas, an acquisition counts only once that many replicas have
-        it (WAIT in the acquire's round trip): its fencing token then survives a fail-over."""
+        it (WAIT in the acquire's round trip): its fencing token then survives a fail-over.
+        ``wait_mark``: a key of the lock's slot that is INCRed before that WAIT, so it also
+        covers what the reads behind the acquire saw (see ``ReplicaWait.queue``)."""
         super().__init__(redis, name, *args, **kwargs)
         self.wait = wait or ReplicaWait()
+        self.wait_mark = wait_mark
         self.keys = lock_keys(name)
         self.grant_prefix = grant_prefix(name)
         self.renew = renew and bool(self.timeout)
@@ -246,9 +250,10 @@ class FencedLock(Lock):
                         queue_reads(pipe)
                     # The hand-off's writes (the grant, the fencing counter) are the
                     # releaser's; WAIT here covers them, as BLPOP's pop is this connection's.
-                    waits = self.wait.queue(pipe)
+                    waits = self.wait.queue(pipe, self.wait_mark)
                     granted, *reads = self._execute(pipe)
-                    acknowledged = reads.pop() if waits else None
+                    acknowledged = reads[-1] if waits else None
+                    reads = reads[:len(reads) - waits]
                     if granted:
                         self._held(token, granted[1])
                         self._check_replicated(acknowledged is None
@@ -287,7 +292,8 @@ class FencedLock(Lock):
         if not blocking:
             return _NOT_QUEUED
         longest_block = self._wait_bound(sleep, -1, None)
-        until_next_call = longest_block + REGISTRATION_GRACE_S
+        waited = self.wait.timeout_ms / 1000 if self.wait.replicas else 0.0  # WAIT after it
+        until_next_call = longest_block + waited + REGISTRATION_GRACE_S
         if deadline is not None:
             until_next_call = min(until_next_call, deadline - time.monotonic())
         return max(1, math.ceil(until_next_call * 1000))
@@ -302,10 +308,17 @@ class FencedLock(Lock):
 
     def _execute(self, pipe: Pipeline, raise_on_error: bool = True) -> list[Any]:
         try:
-            return pipe.execute(raise_on_error=raise_on_error)
-        except (ConnectionError, TimeoutError):
+            replies = pipe.execute(raise_on_error=raise_on_error)
+        except (ConnectionError, TimeoutError) as exc:
             node_failed(self.redis)  # on a cluster, the master may have moved: look again
+            raise exc
+        except Exception as exc:
+            if moved(exc):
+                node_failed(self.redis)
             raise
+        if any(moved(reply) for reply in replies):
+            node_failed(self.redis)
+        return replies
 
     def _check_replicated(self, replicated: bool) -> None:
         if not replicated:
@@ -332,7 +345,7 @@ class FencedLock(Lock):
             pipe.evalsha(script.sha, len(keys), *keys, *args)
             if queue_reads is not None:
                 queue_reads(pipe)
-            waits = self.wait.queue(pipe)
+            waits = self.wait.queue(pipe, self.wait_mark)
             replies = self._execute(pipe, raise_on_error=False)
             if attempt or not isinstance(replies[0], NoScriptError):
                 break
@@ -340,8 +353,8 @@ class FencedLock(Lock):
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        acknowledged = replies.pop() if waits else None
-        (acquired, value), *reads = replies
+        acknowledged = replies[-1] if waits else None
+        (acquired, value), *reads = replies[:len(replies) - waits]
         return acquired, value, reads, acknowledged is None or self.wait.confirmed(acknowledged)
 
     def _give_up(self, token: bytes) -> None:

@@ -12,7 +12,7 @@ from redis.backoff import NoBackoff
 from redis.client import Pipeline
 from redis.cluster import RedisCluster
 from redis.connection import SSLConnection, parse_url
-from redis.exceptions import RedisClusterException
+from redis.exceptions import AskError, RedisClusterException
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -58,10 +58,12 @@ def _sentinel_master(settings: Settings, options: dict[str, Any]) -> redis.Redis
     from_url.pop("port", None)
     if from_url.pop("connection_class", None) is SSLConnection:
         from_url["ssl"] = True  # SentinelConnectionPool then picks its TLS connection class
+    # The Sentinels are asked with the same timeouts and no retries either (redis-py would
+    # otherwise retry each one with backoff, seconds per unreachable Sentinel).
     sentinel = Sentinel(
         list(settings.redis_sentinels),
         sentinel_kwargs={key: options[key] for key in ("socket_timeout",
-                                                       "socket_connect_timeout")},
+                                                       "socket_connect_timeout", "retry")},
     )
     return sentinel.master_for(settings.redis_sentinel_master, **{**options, **from_url})
 
@@ -73,6 +75,12 @@ def master_of(client: redis.Redis | RedisCluster, key: str) -> redis.Redis:
     if isinstance(client, RedisCluster):
         return client.get_redis_connection(client.get_node_from_key(key))
     return client
+
+
+def moved(reply: object) -> bool:
+    """Whether ``reply`` is a MOVED or ASK redirection (redis-py strips the word from the
+    message: look at the type)."""
+    return isinstance(reply, AskError)  # MovedError is an AskError
 
 
 def node_failed(client: redis.Redis | RedisCluster) -> None:
@@ -101,12 +109,18 @@ class ReplicaWait:
     def from_settings(cls, settings: Settings) -> ReplicaWait:
         return cls(settings.redis_wait_replicas, settings.redis_wait_timeout_ms)
 
-    def queue(self, pipe: Pipeline) -> int:
-        """Put the WAIT on ``pipe``, behind the writes; how many replies it adds (0 or 1)."""
+    def queue(self, pipe: Pipeline, mark: str | None = None) -> int:
+        """Put the WAIT on ``pipe``, behind the writes; how many replies it adds (the WAIT's
+        is the last). ``mark``: a key to INCR first. WAIT counts the replication offset of the
+        connection's own last write (Redis 7; 6.2 counted the offset at its last command of
+        any kind), so after commands that may write nothing (a read, a replay, an order out of
+        stock) the INCR moves that offset past every write they saw."""
         if not self.replicas:
             return 0
+        if mark is not None:
+            pipe.incr(mark)
         pipe.execute_command("WAIT", self.replicas, self.timeout_ms)
-        return 1
+        return 1 if mark is None else 2
 
     def confirmed(self, acknowledged: int) -> bool:
         return int(acknowledged) >= self.replicas
@@ -127,11 +141,10 @@ def read_confirmed(client: redis.Redis | RedisCluster, key: str, mark: str,
         return pipe.execute(), True
     pipe = master_of(client, key).pipeline(transaction=False)
     queue_reads(pipe)
-    pipe.incr(mark)
-    wait.queue(pipe)
+    wait.queue(pipe, mark)
     try:
         *replies, _, acknowledged = pipe.execute()
-    except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+    except (redis.ConnectionError, redis.TimeoutError, AskError):
         node_failed(client)  # a master gone or moved: the next call asks where it went
         raise
     return replies, wait.confirmed(acknowledged)

@@ -18,7 +18,7 @@ from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from .redis_client import ReplicaWait, master_of, node_failed
+from .redis_client import ReplicaWait, master_of, moved, node_failed
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 
@@ -55,11 +55,13 @@ class SlotScript(Script):
             return client.execute_command(*command)
 
     def call_and_wait(self, keys: Sequence[str], args: Sequence[Any], wait: ReplicaWait,
-                      client: redis.Redis | RedisCluster | None = None) -> tuple[Any, bool]:
+                      client: redis.Redis | RedisCluster | None = None,
+                      mark: str | None = None) -> tuple[Any, bool]:
         """Run the script, then ``wait``'s WAIT on the same connection in the same round trip
         (on a Redis Cluster, the master of ``keys[0]``, which ran the script). Returns (the
         script's reply, whether enough replicas acknowledged it); without a WAIT, a plain
-        call that counts as acknowledged."""
+        call that counts as acknowledged. ``mark``: a key of the same slot to INCR before the
+        WAIT, for a script that may write nothing (see ``ReplicaWait.queue``)."""
         if not wait.replicas:
             return self(keys, args, client), True
         client = client or self.registered_client
@@ -67,9 +69,9 @@ class SlotScript(Script):
         for attempt in range(2):
             pipe = master_of(client, keys[0]).pipeline(transaction=False)
             pipe.execute_command(*command)
-            wait.queue(pipe)
+            wait.queue(pipe, mark)
             try:
-                reply, acknowledged = pipe.execute(raise_on_error=False)
+                reply, *_, acknowledged = pipe.execute(raise_on_error=False)
             except (redis.ConnectionError, redis.TimeoutError):
                 node_failed(client)  # a master gone: the next call asks where it went
                 raise
@@ -78,7 +80,7 @@ class SlotScript(Script):
             self.load(client, keys)
         for answer in (reply, acknowledged):
             if isinstance(answer, Exception):
-                if str(answer).startswith(("MOVED", "ASK")):
+                if moved(answer):  # the slot has another master now (a fail-over)
                     node_failed(client)
                 raise answer
         return reply, wait.confirmed(acknowledged)

@@ -89,11 +89,15 @@ def test_lock_waiters_auto_is_left_to_the_worker():
     assert Settings.from_env({"LOCK_WAITERS": "14"}).lock_waiters == 14
 
 
-def test_the_wait_fits_in_the_redis_timeout():
-    fits = {"REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT_MS": "500", "REDIS_TIMEOUT_MS": "501"}
+def test_the_wait_fits_in_the_redis_timeout_and_the_lease():
+    fits = {"REDIS_WAIT_REPLICAS": "1", "REDIS_WAIT_TIMEOUT_MS": "500",
+            "REDIS_TIMEOUT_MS": "1000", "LOCK_TTL_MS": "1500"}
     assert Settings.from_env(fits).redis_wait_timeout_ms == 500
     with pytest.raises(ConfigError, match="^REDIS_WAIT_TIMEOUT_MS"):
-        Settings.from_env({**fits, "REDIS_TIMEOUT_MS": "500"})
+        Settings.from_env({**fits, "REDIS_TIMEOUT_MS": "999"})
+    with pytest.raises(ConfigError, match="^LOCK_TTL_MS"):
+        Settings.from_env({**fits, "LOCK_TTL_MS": "1499"})
+    assert Settings.from_env({**fits, "REDIS_WAIT_REPLICAS": "0", "LOCK_TTL_MS": "100"})
 
 
 def test_sentinels_and_a_redis_cluster_exclude_each_other():

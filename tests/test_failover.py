@@ -89,6 +89,7 @@ def fail_over_under_load(topology: str, strategy: str, wait_replicas: int, monke
     if topology == "sentinel":
         with SentinelRedis() as redis_set:
             return _run(redis_set.service_env(), strategy, wait_replicas, fences_used,
+                        replica=redis_set.replica,
                         stall=redis_set.link.stall, crash=redis_set.crash_master,
                         promote=redis_set.wait_for_failover,
                         rejoin=redis_set.rejoin_old_master,
@@ -96,6 +97,7 @@ def fail_over_under_load(topology: str, strategy: str, wait_replicas: int, monke
     with RedisClusterNodes(masters=3, replicas=1, node_timeout_ms=1000) as nodes:
         master = nodes.server_for(SkuKeys(SKU).stock)
         return _run({**nodes.service_env()}, strategy, wait_replicas, fences_used,
+                    replica=nodes.replica_of(master),
                     stall=lambda: nodes.link_of(master).stall(replication_only=True),
                     crash=master.crash, promote=lambda: nodes.wait_for_failover(master),
                     rejoin=lambda: nodes.rejoin(master),
@@ -103,7 +105,7 @@ def fail_over_under_load(topology: str, strategy: str, wait_replicas: int, monke
 
 
 def _run(env: dict[str, str], strategy: str, wait_replicas: int, fences_used: list[int], *,
-         stall, crash, promote, rejoin, books_client) -> Run:
+         replica, stall, crash, promote, rejoin, books_client) -> Run:
     settings = Settings.from_env(env, redis_wait_replicas=wait_replicas,
                                  redis_wait_timeout_ms=200, redis_timeout_ms=500,
                                  replica_id="test")
@@ -120,17 +122,20 @@ def _run(env: dict[str, str], strategy: str, wait_replicas: int, fences_used: li
         time.sleep(0.5)
         crash()
         fences_before_kill = list(fences_used)  # what holders wrote with on the old master
-        promoted = promote()
-        # The counter as the promoted master took over (orders after this raise it again).
-        with promoted.admin(decode_responses=True) as client:
+        # The counter the replica will start from as master: read before its promotion, while
+        # nobody can write to it (a cluster replica answers reads after READONLY).
+        with replica.admin(decode_responses=True) as client:
+            if env.get("REDIS_CLUSTER") == "1":
+                client.execute_command("READONLY")
             fence_after = int(client.get(SkuKeys(SKU).fence) or 0)
+        promote()
         rejoin()  # back, empty, as the new master's replica: WAIT 1 can be met again
         time.sleep(1.0)  # orders go on against the promoted replica
     finally:
         stop.set()
         for customer in customers:
             customer.join(30)
-    with books_client(promoted) as client:
+    with books_client(replica) as client:
         books = Books(client, SKU)
     return Run(set(told), books, unknown, fences_before_kill, fence_after)
 

@@ -63,7 +63,7 @@ class LockStrategy(ReadDecideWrite):
             self.redis, order.keys.lock,
             timeout=self.settings.lock_ttl_ms / 1000,
             blocking_timeout=self.settings.lock_wait_ms / 1000,
-            renew=self.settings.lock_renewal, wait=self.wait,
+            renew=self.settings.lock_renewal, wait=self.wait, wait_mark=order.keys.read_mark,
         )
         started = time.perf_counter()  # a wait that Redis failed is a Redis error, not a wait
         try:
