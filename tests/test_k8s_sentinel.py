@@ -579,7 +579,7 @@ def test_settings_load_from_the_deployments_environment(manifests, stages):
 
 
 @pytest.mark.parametrize(("setting", "value", "refusal"), [
-    ("REDIS_WAIT_TIMEOUT_MS", "1000", "must be below REDIS_TIMEOUT_MS"),
+    ("REDIS_WAIT_TIMEOUT_MS", "1000", "at most half of REDIS_TIMEOUT_MS"),
     ("REDIS_CLUSTER", "1", "exclude each other"),
     ("REDIS_SENTINELS", "redis-sentinel-0.redis-sentinel", "expected host:port"),
 ])
