@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psutil
+from redis.cluster import RedisCluster
 
 # The client is taken as the limit when it used this much of its one core.
 CLIENT_SATURATED_SHARE = 0.9
@@ -55,8 +56,11 @@ def _tree_cpu(pids: list[int]) -> float:
 
 def _redis_totals(client: Any) -> tuple[float, int, int]:
     """(CPU seconds, commands served, masters read) over every master behind ``client``."""
-    cpu = client.info("cpu")
-    stats = client.info("commandstats")
+    # A cluster client sends INFO to one node unless told to ask every master.
+    where = ({"target_nodes": RedisCluster.PRIMARIES} if isinstance(client, RedisCluster)
+             else {})
+    cpu = client.info("cpu", **where)
+    stats = client.info("commandstats", **where)
     # A RedisCluster answers per node: {"host:port": {...}}; one server answers flat.
     cpu_nodes = cpu.values() if "used_cpu_sys" not in cpu else [cpu]
     stat_nodes = (stats.values() if not any(k.startswith("cmdstat_") for k in stats)

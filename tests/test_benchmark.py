@@ -187,3 +187,19 @@ def test_benchmark_measures_the_cost_of_the_metrics(tmp_path):
     target = next(t for t in results["targets"] if t["target"].startswith("metrics cost"))
     assert target["verdict"] == ("met" if summary["cost_percent"] < 5 else "missed")
     assert "| on | 1 | lua | 32 |" in (tmp_path / "report.md").read_text()
+
+
+def test_the_cost_probe_reads_every_master_of_a_cluster(redis_cluster_nodes):
+    """Redis commands per order on a Redis Cluster: the probe asks every master, not the one
+    node a cluster client sends INFO to by default (which read ~0 for a SKU elsewhere)."""
+    from benchmarks.cost import CostProbe
+
+    client = redis_cluster_nodes.client()
+    probe = CostProbe(redis=client)
+    probe.start()
+    keys = [f"{{probe-{i}}}:x" for i in range(30)]  # hash tags spread over the 3 masters
+    assert len({redis_cluster_nodes.server_for(key).port for key in keys}) == 3
+    for key in keys:
+        client.set(key, 1)
+    costs = probe.stop(orders=len(keys), answers=len(keys))
+    assert costs["redis_commands_per_order"] >= 1.0, costs
