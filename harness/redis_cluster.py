@@ -16,7 +16,7 @@ import socket
 import time
 
 import redis
-from redis.cluster import key_slot
+from redis.cluster import ClusterNode, key_slot
 
 from .proxy import FlakyProxy
 from .redis_server import RedisServer, RedisServerError
@@ -131,11 +131,7 @@ class RedisClusterNodes:
                                 raise
                             time.sleep(0.05)
         for replica in (r for group in self.replicas.values() for r in group):
-            with replica.admin() as client:
-                while client.info("replication").get("master_link_status") != "up":
-                    if time.monotonic() > deadline:
-                        raise RedisServerError(f"replica {replica.port} not in sync in time")
-                    time.sleep(0.05)
+            replica.wait_in_sync(deadline)
 
     @staticmethod
     def _start_node(server: RedisServer, attempts: int = 3) -> None:
@@ -218,16 +214,12 @@ class RedisClusterNodes:
         """Start a killed master again on its port and files: it finds its slots taken by
         the replica promoted in its place, and becomes that one's replica. Returns once in
         sync, so a WAIT for one replica can be met again."""
-        from .sentinel import wait_in_sync
-
         server.start()
-        wait_in_sync(server, time.monotonic() + timeout)
+        server.wait_in_sync(time.monotonic() + timeout)
 
     def client_of_live_nodes(self, **options: object) -> redis.RedisCluster:
         """A cluster client that starts from whichever nodes are up (``client`` starts from
         the first master, which a fault may have killed)."""
-        from redis.cluster import ClusterNode
-
         nodes = [ClusterNode("127.0.0.1", s.port) for s in self.nodes if s.process is not None]
         return redis.RedisCluster(startup_nodes=nodes, password=self.password, **options)
 

@@ -67,6 +67,17 @@ def admin_client(url: str, cluster: bool = False, **options: object) -> redis.Re
 SERVICE_ACL = ("~*", "&*", "+@all", "-@dangerous", "+client|setname")
 
 
+def stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout``."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class RedisServer:
     """One redis-server process; ``with RedisServer() as server: server.url``.
 
@@ -142,16 +153,24 @@ class RedisServer:
                 client.close()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process is not None and self.process.stderr:
-            self.process.stderr.close()
+        if self.process is not None:
+            stop_process(self.process)
+            if self.process.stderr:
+                self.process.stderr.close()
         self.process = None
+
+    def wait_in_sync(self, deadline: float) -> None:
+        """Until this server is a replica whose link to its master is up."""
+        while time.monotonic() < deadline:
+            try:
+                with self.admin(decode_responses=True) as client:
+                    info = client.info("replication")
+                if info["role"] == "slave" and info.get("master_link_status") == "up":
+                    return
+            except redis.RedisError:
+                pass
+            time.sleep(0.05)
+        raise RedisServerError(f"{self.port} is not an in-sync replica in time")
 
     def crash(self) -> None:
         """SIGKILL: no shutdown, no final save; only what is already on disk survives."""

@@ -22,23 +22,15 @@ from pathlib import Path
 import redis
 
 from .proxy import FlakyProxy
-from .redis_server import RedisServer, RedisServerError, find_redis_server, free_port
+from .redis_server import (
+    RedisServer,
+    RedisServerError,
+    find_redis_server,
+    free_port,
+    stop_process,
+)
 
 MASTER_NAME = "mymaster"
-
-
-def wait_in_sync(server: RedisServer, deadline: float) -> None:
-    """Until ``server`` is a replica whose link to its master is up."""
-    while time.monotonic() < deadline:
-        try:
-            with server.admin(decode_responses=True) as client:
-                info = client.info("replication")
-            if info["role"] == "slave" and info.get("master_link_status") == "up":
-                return
-        except redis.RedisError:
-            pass
-        time.sleep(0.1)
-    raise RedisServerError(f"{server.port} did not come back as an in-sync replica in time")
 
 
 class Sentinel:
@@ -68,13 +60,8 @@ class Sentinel:
         return redis.Redis(port=self.port, socket_timeout=1, decode_responses=True)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
         self.process = None
 
 
@@ -202,7 +189,7 @@ class SentinelRedis:
         their next INFO round (about 10 s)."""
         self.master.extra_args = ("--replicaof", "127.0.0.1", str(self.master_port()))
         self.master.start()
-        wait_in_sync(self.master, time.monotonic() + timeout)
+        self.master.wait_in_sync(time.monotonic() + timeout)
 
     def cleanup(self) -> None:
         for sentinel in self.sentinels:

@@ -39,7 +39,7 @@ from redis.lock import Lock
 
 from . import scripts
 from .keys import grant_prefix, lock_keys
-from .redis_client import ReplicaWait, master_of, moved, node_failed
+from .redis_client import ReplicaWait, execute_on_master, master_of
 from .watchdog import WATCHDOG
 
 try:  # what a connection uses when the client was built without a socket_timeout
@@ -251,7 +251,7 @@ class FencedLock(Lock):
                     # The hand-off's writes (the grant, the fencing counter) are the
                     # releaser's; WAIT here covers them, as BLPOP's pop is this connection's.
                     waits = self.wait.queue(pipe, self.wait_mark)
-                    granted, *reads = self._execute(pipe)
+                    granted, *reads = execute_on_master(self.redis, pipe)
                     acknowledged = reads[-1] if waits else None
                     reads = reads[:len(reads) - waits]
                     if granted:
@@ -306,20 +306,6 @@ class FencedLock(Lock):
         slots get MOVED there: an error, not a wrong read."""
         return master_of(self.redis, self.name).pipeline(transaction=False)
 
-    def _execute(self, pipe: Pipeline, raise_on_error: bool = True) -> list[Any]:
-        try:
-            replies = pipe.execute(raise_on_error=raise_on_error)
-        except (ConnectionError, TimeoutError) as exc:
-            node_failed(self.redis)  # on a cluster, the master may have moved: look again
-            raise exc
-        except Exception as exc:
-            if moved(exc):
-                node_failed(self.redis)
-            raise
-        if any(moved(reply) for reply in replies):
-            node_failed(self.redis)
-        return replies
-
     def _check_replicated(self, replicated: bool) -> None:
         if not replicated:
             raise LockNotReplicated(
@@ -346,7 +332,7 @@ class FencedLock(Lock):
             if queue_reads is not None:
                 queue_reads(pipe)
             waits = self.wait.queue(pipe, self.wait_mark)
-            replies = self._execute(pipe, raise_on_error=False)
+            replies = execute_on_master(self.redis, pipe, raise_on_error=False)
             if attempt or not isinstance(replies[0], NoScriptError):
                 break
             script.load(self.redis, keys)

@@ -77,15 +77,29 @@ def master_of(client: redis.Redis | RedisCluster, key: str) -> redis.Redis:
     return client
 
 
-def moved(reply: object) -> bool:
-    """Whether ``reply`` is a MOVED or ASK redirection (redis-py strips the word from the
-    message: look at the type)."""
+def execute_on_master(client: redis.Redis | RedisCluster, pipe: Pipeline,
+                      raise_on_error: bool = True) -> list[Any]:
+    """``pipe.execute()`` for a pipeline on ``master_of(client, ...)``. That pipeline bypasses
+    the cluster client's own error handling: a lost connection or a MOVED/ASK (raised, or
+    among the replies) makes the cluster client learn the slot map again before the error
+    goes on, so the next call finds the replica promoted in the master's place."""
+    try:
+        replies = pipe.execute(raise_on_error=raise_on_error)
+    except Exception as exc:
+        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) or _moved(exc):
+            _learn_slot_map(client)
+        raise
+    if any(_moved(reply) for reply in replies):
+        _learn_slot_map(client)
+    return replies
+
+
+def _moved(reply: object) -> bool:
+    """A MOVED or ASK redirection (redis-py strips the word from the message)."""
     return isinstance(reply, AskError)  # MovedError is an AskError
 
 
-def node_failed(client: redis.Redis | RedisCluster) -> None:
-    """After a master's client failed (connection lost, MOVED): on a Redis Cluster, learn the
-    slot map again, so the next call finds the replica promoted in its place."""
+def _learn_slot_map(client: redis.Redis | RedisCluster) -> None:
     if isinstance(client, RedisCluster):
         try:
             client.nodes_manager.initialize()
@@ -142,9 +156,5 @@ def read_confirmed(client: redis.Redis | RedisCluster, key: str, mark: str,
     pipe = master_of(client, key).pipeline(transaction=False)
     queue_reads(pipe)
     wait.queue(pipe, mark)
-    try:
-        *replies, _, acknowledged = pipe.execute()
-    except (redis.ConnectionError, redis.TimeoutError, AskError):
-        node_failed(client)  # a master gone or moved: the next call asks where it went
-        raise
+    *replies, _, acknowledged = execute_on_master(client, pipe)
     return replies, wait.confirmed(acknowledged)

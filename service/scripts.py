@@ -18,7 +18,7 @@ from redis.cluster import RedisCluster
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
-from .redis_client import ReplicaWait, master_of, moved, node_failed
+from .redis_client import ReplicaWait, execute_on_master, master_of
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 
@@ -70,18 +70,12 @@ class SlotScript(Script):
             pipe = master_of(client, keys[0]).pipeline(transaction=False)
             pipe.execute_command(*command)
             wait.queue(pipe, mark)
-            try:
-                reply, *_, acknowledged = pipe.execute(raise_on_error=False)
-            except (redis.ConnectionError, redis.TimeoutError):
-                node_failed(client)  # a master gone: the next call asks where it went
-                raise
+            reply, *_, acknowledged = execute_on_master(client, pipe, raise_on_error=False)
             if attempt or not isinstance(reply, NoScriptError):
                 break
             self.load(client, keys)
         for answer in (reply, acknowledged):
             if isinstance(answer, Exception):
-                if moved(answer):  # the slot has another master now (a fail-over)
-                    node_failed(client)
                 raise answer
         return reply, wait.confirmed(acknowledged)
 

@@ -173,15 +173,20 @@ def quantity(value: str | int) -> float:
     return float(text)
 
 
+def assert_requests_and_limits(workload: dict[str, Any]) -> None:
+    """Every container asks for CPU and memory and is capped, the cap no lower than the ask."""
+    for spec in workload["spec"]["template"]["spec"]["containers"]:
+        resources = spec.get("resources", {})
+        for resource in ("cpu", "memory"):
+            request = resources.get("requests", {}).get(resource)
+            limit = resources.get("limits", {}).get(resource)
+            assert request and limit, f"{spec['name']}: {resource} request and limit"
+            assert quantity(request) <= quantity(limit)
+
+
 def test_every_container_has_requests_and_limits(manifests):
     for workload in workloads(manifests):
-        for spec in workload["spec"]["template"]["spec"]["containers"]:
-            resources = spec.get("resources", {})
-            for resource in ("cpu", "memory"):
-                request = resources.get("requests", {}).get(resource)
-                limit = resources.get("limits", {}).get(resource)
-                assert request and limit, f"{spec['name']}: {resource} request and limit"
-                assert quantity(request) <= quantity(limit)
+        assert_requests_and_limits(workload)
 
 
 def test_probes_hit_the_apps_routes(manifests):

@@ -55,7 +55,12 @@ from .deploy_checks import (
     selects,
     undefined_references,
 )
-from .test_k8s import KUBERNETES_VERSIONS, quantity, redis_config, security_problems
+from .test_k8s import (
+    KUBERNETES_VERSIONS,
+    assert_requests_and_limits,
+    redis_config,
+    security_problems,
+)
 from .test_k8s_env import environment_problems, resolved_environment
 from .test_k8s_network import ingress_allowed
 
@@ -337,13 +342,7 @@ def test_every_container_is_locked_down(manifests):
 
 def test_every_container_has_requests_and_limits(manifests):
     for workload in stateful_workloads(manifests):
-        for spec in workload["spec"]["template"]["spec"]["containers"]:
-            resources = spec.get("resources", {})
-            for resource in ("cpu", "memory"):
-                request = resources.get("requests", {}).get(resource)
-                limit = resources.get("limits", {}).get(resource)
-                assert request and limit, f"{spec['name']}: {resource} request and limit"
-                assert quantity(request) <= quantity(limit)
+        assert_requests_and_limits(workload)
 
 
 def test_redis_and_sentinels_have_probes_on_their_ports(manifests):
