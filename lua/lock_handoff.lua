@@ -1,3 +1,4 @@
+--#include clock
 -- lock_handoff: helpers of the lock scripts, included by them (not run alone).
 -- The lock is handed over in arrival order: a waiter appends its token to the queue, registers
 -- "<deadline>:<lease>" in the deadlines hash (deadline: Redis time in ms until which it is
@@ -19,11 +20,6 @@
 
 -- A grant nobody collects (its waiter died just now) goes away after this long at most.
 local GRANT_TTL_MS = 10000
-
-local function now_ms()
-  local time = redis.call('TIME')
-  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-end
 
 -- Whether this script may write `key` here: false while the slot migrates and `key` is not
 -- here (then Redis refuses it; pcall turns the refusal into a value).

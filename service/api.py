@@ -15,6 +15,7 @@ from werkzeug.exceptions import ClientDisconnected, HTTPException
 
 from .config import Settings
 from .errors import (
+    CustomerLimit,
     Forbidden,
     InvalidOrder,
     MalformedRequest,
@@ -25,11 +26,11 @@ from .errors import (
     UnsupportedMediaType,
     domain_slug,
 )
-from .keys import SKU_PATTERN, SKU_RULE
-from .model import DomainError, OrderRequest, Outcome
+from .keys import CUSTOMER_ID_PATTERN, CUSTOMER_ID_RULE, SKU_PATTERN, SKU_RULE
+from .model import CUSTOMER_LIMIT, UNCHANGED, DomainError, OrderRequest, Outcome, StockLevels
 from .orders import OrderService
 from .redis_client import REDIS_ERRORS
-from .telemetry import report_order, result_of
+from .telemetry import report_order, report_settle
 
 bp = Blueprint("api", __name__)
 
@@ -38,6 +39,8 @@ IDEMPOTENCY_KEY_PATTERN = re.compile(r"[\x20-\x7e]{1,128}")
 REQUEST_ID_PATTERN = re.compile(r"[\x21-\x7e]{1,128}")  # printable ASCII, no spaces
 MAX_QUANTITY = 1000
 MAX_STOCK = 1_000_000_000  # Lua numbers are doubles: stay far below 2**53
+MAX_LIMIT = 1000  # per customer
+MAX_HOLD_S = 3600
 
 
 def _service() -> OrderService:
@@ -164,15 +167,25 @@ def _idempotency_key() -> str | None:
     return key
 
 
+def _valid_customer(body: dict[str, Any]) -> str | None:
+    customer = body.get("customer_id")
+    if customer is not None and (not isinstance(customer, str)
+                                 or not CUSTOMER_ID_PATTERN.fullmatch(customer)):
+        raise InvalidOrder(CUSTOMER_ID_RULE)
+    return customer
+
+
 def _order_request() -> OrderRequest:
     settings = _settings()
     strategy = _strategy(settings)
     key = _idempotency_key()
     body = _json_body() or {}
-    _only_fields(body, ("sku", "quantity"))
+    _only_fields(body, ("sku", "quantity", "customer_id", "hold_s"))
     sku = _valid_sku(body.get("sku", settings.default_sku))
     quantity = _valid_int({"quantity": 1, **body}, "quantity", 1, MAX_QUANTITY)
-    return OrderRequest(sku, quantity, strategy, settings.replica_id, key)
+    hold_s = _valid_int(body, "hold_s", 1, MAX_HOLD_S) if "hold_s" in body else None
+    return OrderRequest(sku, quantity, strategy, settings.replica_id, key,
+                        _valid_customer(body), hold_s)
 
 
 def _replay_headers(outcome: Outcome) -> dict[str, str]:
@@ -215,7 +228,7 @@ def _place(order_request: OrderRequest) -> Outcome:
         report_order(order_request, Unavailable.slug, time.perf_counter() - started,
                      g.request_id)
         raise
-    report_order(order_request, result_of(outcome), time.perf_counter() - started,
+    report_order(order_request, outcome.result, time.perf_counter() - started,
                  g.request_id, outcome)
     return outcome
 
@@ -224,14 +237,17 @@ def _place(order_request: OrderRequest) -> Outcome:
 def place_order() -> Response:
     outcome = _place(_order_request())
     if not outcome.created:
-        raise OutOfStock(
-            f"{outcome.stock_left} left of {outcome.sku}, {outcome.quantity} asked",
-            headers=_replay_headers(outcome), sku=outcome.sku, stock_left=outcome.stock_left,
-        )
+        problem = CustomerLimit if outcome.result == CUSTOMER_LIMIT else OutOfStock
+        detail = (f"customer {outcome.customer_id} cannot take {outcome.quantity} more of "
+                  f"{outcome.sku}" if problem is CustomerLimit else
+                  f"{outcome.stock_left} left of {outcome.sku}, {outcome.quantity} asked")
+        raise problem(detail, headers=_replay_headers(outcome), sku=outcome.sku,
+                      stock_left=outcome.stock_left)
     response = _json_response({
         "order_id": outcome.order_id, "sku": outcome.sku, "quantity": outcome.quantity,
         "stock_left": outcome.stock_left, "strategy": outcome.strategy,
-        "replica": outcome.replica,
+        "replica": outcome.replica, "status": outcome.status,
+        "expires_at": outcome.expires_at, "customer_id": outcome.customer_id,
     }, 201)
     response.headers["Location"] = f"/orders/{outcome.order_id}"
     response.headers.update(_replay_headers(outcome))
@@ -240,7 +256,40 @@ def place_order() -> Response:
 
 @bp.get("/orders/<order_id>")
 def get_order(order_id: str) -> Response:
-    return _json_response(asdict(_service().order(order_id)))
+    return _json_response(_service().order(order_id).as_json())
+
+
+@bp.post("/orders/<order_id>/confirm")
+def confirm_order(order_id: str) -> Response:
+    return _settle(order_id, "confirm")
+
+
+@bp.post("/orders/<order_id>/cancel")
+def cancel_order(order_id: str) -> Response:
+    return _settle(order_id, "cancel")
+
+
+def _settle(order_id: str, action: str) -> Response:
+    """Confirm or cancel: no body (or an empty JSON object); log and count it whatever its
+    end."""
+    strategy = _strategy(_settings())
+    _only_fields(_json_body() or {}, ())
+    started = time.perf_counter()
+    result = "unavailable"
+    try:
+        settled = _service().settle(order_id, action, strategy)
+        result = "settled" if settled.changed else "unchanged"
+    except DomainError as exc:
+        result = domain_slug(exc)
+        raise
+    finally:
+        report_settle(order_id, action, strategy, result, time.perf_counter() - started,
+                      g.request_id)
+    return _json_response(settled.order.as_json())
+
+
+def _stock_json(levels: StockLevels) -> Response:
+    return _json_response(asdict(levels))
 
 
 @bp.put("/stock/<sku>")
@@ -248,17 +297,21 @@ def set_stock(sku: str) -> Response:
     _require_admin()
     sku = _valid_sku(sku)
     body = _json_body() or {}
-    _only_fields(body, ("quantity",))
-    if "quantity" not in body:
-        raise InvalidOrder("quantity is required")
-    stock = _service().set_stock(sku, _valid_int(body, "quantity", 0, MAX_STOCK))
-    return _json_response({"sku": sku, "stock": stock})
+    _only_fields(body, ("quantity", "per_customer_limit"))
+    if "quantity" not in body and "per_customer_limit" not in body:
+        raise InvalidOrder("quantity or per_customer_limit is required")
+    quantity = _valid_int(body, "quantity", 0, MAX_STOCK) if "quantity" in body else None
+    limit: int | None | type[UNCHANGED] = UNCHANGED
+    if body.get("per_customer_limit", 0) is None:
+        limit = None
+    elif "per_customer_limit" in body:
+        limit = _valid_int(body, "per_customer_limit", 1, MAX_LIMIT)
+    return _stock_json(_service().set_stock(sku, quantity, limit))
 
 
 @bp.get("/stock/<sku>")
 def get_stock(sku: str) -> Response:
-    stock, sold = _service().stock(_valid_sku(sku))
-    return _json_response({"sku": sku, "stock": stock, "sold": sold})
+    return _stock_json(_service().stock(_valid_sku(sku)))
 
 
 @bp.get("/livez")

@@ -16,11 +16,13 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import metrics
 from .model import (
+    CustomerRequired,
     DomainError,
     IdempotencyKeyReused,
     LockLost,
     LockTimeout,
     OrderNotFound,
+    OrderStateConflict,
     OutcomeUnknown,
 )
 from .redis_client import REDIS_ERRORS
@@ -81,6 +83,10 @@ class OutOfStock(Problem):
     status, slug, title = 409, "out-of-stock", "Out of stock"
 
 
+class CustomerLimit(Problem):
+    status, slug, title = 409, "customer-limit", "Over the per-customer limit"
+
+
 class Unavailable(Problem):
     """Try again: Redis or the lock was not there in time (a retry with the same
     Idempotency-Key is always safe)."""
@@ -97,6 +103,10 @@ DOMAIN_PROBLEMS: dict[type[DomainError], tuple[int, str, str]] = {
     IdempotencyKeyReused: (422, "idempotency-key-reused",
                            "Idempotency-Key used for another request"),
     OrderNotFound: (404, "order-not-found", "No such order"),
+    CustomerRequired: (422, "customer-required",
+                       "This SKU has a per-customer limit: customer_id is required"),
+    OrderStateConflict: (409, "order-state-conflict",
+                         "The order's state does not allow this"),
     LockTimeout: (503, "lock-timeout", "The SKU's lock was not acquired in time"),
     LockLost: (503, "lock-lost", "The lock was lost before the order was written"),
     OutcomeUnknown: (503, "outcome-unknown",

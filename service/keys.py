@@ -14,6 +14,8 @@ from dataclasses import dataclass
 SKU = r"[A-Za-z0-9._:-]{1,64}"
 SKU_PATTERN = re.compile(SKU)
 SKU_RULE = "sku must be 1-64 characters of A-Z a-z 0-9 . _ : -"
+CUSTOMER_ID_PATTERN = SKU_PATTERN  # the same alphabet and length
+CUSTOMER_ID_RULE = "customer_id must be 1-64 characters of A-Z a-z 0-9 . _ : -"
 
 ORDER_ID_PATTERN = re.compile(rf"^(?P<sku>{SKU})~[0-9a-f]{{20}}$")
 
@@ -50,6 +52,31 @@ class SkuKeys:
         return f"{self.tag}:supplied"
 
     @property
+    def reserved(self) -> str:
+        """Units held by live reservations (orders placed with a hold)."""
+        return f"{self.tag}:reserved"
+
+    @property
+    def holds(self) -> str:
+        """The reserved orders' ids, scored by their deadline (Redis time, ms)."""
+        return f"{self.tag}:holds"
+
+    @property
+    def customers(self) -> str:
+        """Units each customer id has of the SKU, reserved and confirmed (a hash)."""
+        return f"{self.tag}:customers"
+
+    @property
+    def limit(self) -> str:
+        """The per-customer limit, absent when there is none."""
+        return f"{self.tag}:limit"
+
+    @property
+    def hold_keys(self) -> list[str]:
+        """reserved, holds, customers: what the scripts of lua/holds.lua touch beside stock."""
+        return [self.reserved, self.holds, self.customers]
+
+    @property
     def read_mark(self) -> str:
         """A counter a confirmed read increments (REDIS_WAIT_REPLICAS): the write that gives
         its WAIT an offset at or past everything the read saw."""
@@ -69,7 +96,12 @@ class SkuKeys:
         return lock_keys(self.lock)
 
     def order(self, order_id: str) -> str:
-        return f"{self.tag}:order:{order_id}"
+        return self.order_prefix + order_id
+
+    @property
+    def order_prefix(self) -> str:
+        """What a script puts before an order id (found in the holds) to reach its hash."""
+        return f"{self.tag}:order:"
 
     def idempotency(self, key: str) -> str:
         """The outcome recorded for an Idempotency-Key, beside the stock it changed.

@@ -51,11 +51,16 @@ FENCING_REFUSALS = Counter(
 LEASE_RENEWALS = Counter(
     "order_lease_renewals", "Lease renewals by the watchdog: renewed, lost (the lock was gone), "
     "error (Redis did not answer; retried)", ["result"])
+RESERVATIONS = Counter(
+    "order_reservations", "Reservations (orders placed with hold_s) by event: made, "
+    "confirmed, cancelled, expired (counted when a script gives the units back to stock)",
+    ["event"])
 REDIS_ERROR_COUNT = Counter(
     "order_redis_errors", "Requests answered 503 because Redis failed, by exception class",
     ["error"])
 
 RENEWAL_RESULTS = ("renewed", "lost", "error")
+RESERVATION_EVENTS = ("made", "confirmed", "cancelled", "expired")
 
 # --- Recording (the hot path) ----------------------------------------------------------------
 
@@ -70,6 +75,8 @@ def configure(enabled: bool) -> None:
     if enabled:  # every label value that can occur, at zero, so a rate() has a series at once
         for result in RENEWAL_RESULTS:
             LEASE_RENEWALS.labels(result)
+        for event in RESERVATION_EVENTS:
+            RESERVATIONS.labels(event)
 
 
 def enabled() -> bool:
@@ -131,3 +138,15 @@ def lease_renewal(result: str) -> None:
 def redis_error(exc: BaseException) -> None:
     if _enabled:
         _record("Redis error", lambda: REDIS_ERROR_COUNT.labels(type(exc).__name__).inc())
+
+
+def reservation(event: str, count: int = 1) -> None:
+    """Count reservations made, confirmed, cancelled or expired (RESERVATION_EVENTS)."""
+    if _enabled and count:
+        _record("reservation", lambda: RESERVATIONS.labels(event).inc(count))
+
+
+def holds_expired(count: int) -> None:
+    """A script expired ``count`` reservations (often 0: then nothing is recorded)."""
+    if count:
+        reservation("expired", int(count))

@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from .errors import MalformedRequest
 from .keys import SKU_PATTERN, SKU_RULE
+from .model import StockLevels
 from .redis_client import REDIS_ERRORS
 
 if TYPE_CHECKING:
@@ -54,12 +55,13 @@ def _requested_skus() -> list[str]:
 
 
 class _StockCollector:
-    """``order_stock`` and ``order_sold`` of the SKUs asked for, read now; with them
+    """``order_stock``, ``order_reserved`` and ``order_sold`` of the SKUs asked for, read now;
+    with them
     ``order_stock_read_success``, 0 when Redis did not answer (the stock series are then
     missing, and the rest of the scrape still answers)."""
 
     def __init__(self, service: OrderService, skus: list[str]) -> None:
-        self.readings: dict[str, tuple[int, int]] = {}
+        self.readings: dict[str, StockLevels] = {}
         self.ok = True
         try:
             for sku in skus:
@@ -71,12 +73,17 @@ class _StockCollector:
     def collect(self):
         stock = GaugeMetricFamily("order_stock", "Units available now, read from Redis at "
                                   "this scrape (GET /metrics?sku=...)", labels=["sku"])
-        sold = GaugeMetricFamily("order_sold", "Units sold so far (sum of the recorded orders' "
-                                 "quantities), read from Redis at this scrape", labels=["sku"])
-        for sku, (available, total_sold) in self.readings.items():
-            stock.add_metric([sku], available)
-            sold.add_metric([sku], total_sold)
+        reserved = GaugeMetricFamily("order_reserved", "Units held by live reservations, read "
+                                     "from Redis at this scrape", labels=["sku"])
+        sold = GaugeMetricFamily("order_sold", "Units sold so far (sum of the confirmed "
+                                 "orders' quantities), read from Redis at this scrape",
+                                 labels=["sku"])
+        for sku, levels in self.readings.items():
+            stock.add_metric([sku], levels.stock)
+            reserved.add_metric([sku], levels.reserved)
+            sold.add_metric([sku], levels.sold)
         yield stock
+        yield reserved
         yield sold
         yield GaugeMetricFamily("order_stock_read_success", "1 if the SKUs' stock was read "
                                 "from Redis at this scrape, 0 if Redis did not answer",

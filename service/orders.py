@@ -1,4 +1,5 @@
-"""The domain: place an order with a strategy, set and read stock, read recorded orders.
+"""The domain: place, confirm and cancel orders with a strategy; set and read stock and
+per-customer limits; read recorded orders.
 
 Nothing here knows about HTTP; nothing above this module knows about Redis keys.
 """
@@ -14,7 +15,17 @@ from redis.cluster import RedisCluster
 from .config import Settings
 from .keys import SkuKeys, new_order_id, sku_of_order
 from .lock import FencedLock
-from .model import OrderNotFound, OrderRecord, OrderRequest, Outcome, OutcomeUnknown, PendingOrder
+from .model import (
+    UNCHANGED,
+    OrderNotFound,
+    OrderRecord,
+    OrderRequest,
+    Outcome,
+    OutcomeUnknown,
+    PendingOrder,
+    Settlement,
+    StockLevels,
+)
 from .redis_client import REDIS_ERRORS, ReplicaWait, read_confirmed
 from .scripts import OrderScripts
 from .strategies import Strategy, build_strategies
@@ -55,30 +66,54 @@ class OrderService:
         )
         return self.strategies[request.strategy].place(pending)
 
-    def set_stock(self, sku: str, quantity: int) -> int:
+    def settle(self, order_id: str, action: str, strategy: str) -> Settlement:
+        """Confirm or cancel (``action``) a reserved order with ``strategy``; a confirm or a
+        cancel of an order already settled that way changes nothing and answers again.
+
+        Raises OrderNotFound, OrderStateConflict (expired, or settled the other way),
+        OutcomeUnknown, and as ``place_order`` LockTimeout, LockLost and redis-py's errors.
+        """
+        sku = sku_of_order(order_id)
+        if sku is None:
+            raise OrderNotFound(f"No order {order_id!r}")
+        return self.strategies[strategy].settle(sku, order_id, action)
+
+    def set_stock(self, sku: str, quantity: int | None,
+                  limit: int | None | type[UNCHANGED] = UNCHANGED) -> StockLevels:
+        """Set the units for sale (None: leave them) and the per-customer limit (None: no
+        limit; UNCHANGED: leave it)."""
         keys = SkuKeys(sku)
-        stock, acknowledged = self.scripts.set_stock.call_and_wait(
-            [keys.stock, keys.supplied, keys.fence], [quantity], self.wait)
+        limit_arg = "" if limit is UNCHANGED else (limit or 0)
+        reply, acknowledged = self.scripts.set_stock.call_and_wait(
+            [keys.stock, keys.supplied, keys.fence, *keys.hold_keys, keys.limit, keys.sold],
+            ["" if quantity is None else quantity, limit_arg, keys.order_prefix], self.wait)
         if not acknowledged:
             raise OutcomeUnknown(
                 f"Fewer than {self.wait.replicas} Redis replicas confirmed the new stock within "
                 f"{self.wait.timeout_ms} ms; GET /stock/{sku} tells whether it stands")
-        return int(stock)
+        return StockLevels.from_reply(sku, reply)
 
-    def stock(self, sku: str) -> tuple[int, int]:
-        """(stock, sold) of the SKU, read atomically; an unknown SKU has (0, 0)."""
+    def stock(self, sku: str) -> StockLevels:
+        """The SKU's figures, read atomically, with the units of due holds back in stock; an
+        unknown SKU has all zeros."""
         keys = SkuKeys(sku)
-        stock, sold = self.redis.mget([keys.stock, keys.sold])
-        return int(stock or 0), int(sold or 0)
+        return StockLevels.from_reply(sku, self.scripts.read_stock(
+            [keys.stock, keys.reserved, keys.sold, keys.holds, keys.limit], [keys.order_prefix]))
 
     def order(self, order_id: str) -> OrderRecord:
+        """The order as it stands now (a reservation past its deadline is expired)."""
         sku = sku_of_order(order_id)
         if sku is None:
             raise OrderNotFound(f"No order {order_id!r}")
         keys = SkuKeys(sku)
         key = keys.order(order_id)
-        (fields,), confirmed = read_confirmed(self.redis, key, keys.read_mark,
-                                              lambda pipe: pipe.hgetall(key), self.wait)
+
+        def reads(pipe) -> None:  # noqa: ANN001 - a pipeline
+            pipe.hgetall(key)
+            pipe.time()
+
+        (fields, (seconds, micros)), confirmed = read_confirmed(
+            self.redis, key, keys.read_mark, reads, self.wait)
         if not fields:  # a write the master does not have is not on its replicas either
             raise OrderNotFound(f"No order {order_id!r}")
         if not confirmed:
@@ -86,7 +121,7 @@ class OrderService:
                 f"The order is recorded, but fewer than {self.wait.replicas} Redis replicas "
                 f"confirmed it within {self.wait.timeout_ms} ms: a fail-over now could still "
                 "lose it; ask again shortly", order_id=order_id)
-        return OrderRecord.from_hash(fields)
+        return OrderRecord.from_hash(fields).as_of(seconds * 1000 + micros // 1000)
 
     def redis_failure(self) -> str | None:
         """None when Redis answers PING, else why not (the readiness check). On a Redis

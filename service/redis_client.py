@@ -149,12 +149,10 @@ def read_confirmed(client: redis.Redis | RedisCluster, key: str, mark: str,
     the reads are followed by an INCR of ``mark`` (a key of ``key``'s slot), whose offset is
     past every write the reads saw, then the WAIT. Without replicas to wait for, plain reads.
     """
-    if not wait.replicas:  # the client's own routing (on a cluster: by key, MOVED followed)
-        pipe = client.pipeline(transaction=False)
-        queue_reads(pipe)
-        return pipe.execute(), True
-    pipe = master_of(client, key).pipeline(transaction=False)
+    pipe = master_of(client, key).pipeline(transaction=False)  # keyless reads (TIME) too
     queue_reads(pipe)
+    if not wait.replicas:
+        return execute_on_master(client, pipe), True
     wait.queue(pipe, mark)
     *replies, _, acknowledged = execute_on_master(client, pipe)
     return replies, wait.confirmed(acknowledged)

@@ -7,6 +7,7 @@ to the one master that serves the keys on a Redis Cluster.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -28,10 +29,20 @@ INCLUDE = "--#include "
 
 @cache
 def source(name: str) -> str:
-    """The text of ``lua/<name>.lua``, each ``--#include other`` line replaced by that file."""
-    lines = (LUA_DIR / f"{name}.lua").read_text(encoding="utf-8").splitlines(keepends=True)
-    return "".join(source(line[len(INCLUDE):].strip()) if line.startswith(INCLUDE) else line
-                   for line in lines)
+    """The text of ``lua/<name>.lua``, each ``--#include other`` line replaced by that file
+    (a file included twice, directly or not, only the first time)."""
+    return _expand(name, set())
+
+
+def _expand(name: str, included: set[str]) -> str:
+    included.add(name)
+    text = []
+    for line in (LUA_DIR / f"{name}.lua").read_text(encoding="utf-8").splitlines(keepends=True):
+        if not line.startswith(INCLUDE):
+            text.append(line)
+        elif (other := line[len(INCLUDE):].strip()) not in included:
+            text.append(_expand(other, included))
+    return "".join(text)
 
 
 class SlotScript(Script):
@@ -94,17 +105,18 @@ def register(client: redis.Redis | RedisCluster, text: str) -> SlotScript:
 
 @dataclass(frozen=True)
 class OrderScripts:
-    place_order: Script
-    commit_order: Script
-    set_stock: Script
+    place_order: SlotScript
+    commit_order: SlotScript
+    settle_order: SlotScript
+    commit_settle: SlotScript
+    expire_holds: SlotScript
+    read_stock: SlotScript
+    set_stock: SlotScript
 
-    def all(self) -> tuple[Script, ...]:
-        return (self.place_order, self.commit_order, self.set_stock)
+    def all(self) -> tuple[SlotScript, ...]:
+        return tuple(getattr(self, field.name) for field in dataclasses.fields(self))
 
     @classmethod
     def register(cls, client: redis.Redis) -> OrderScripts:
-        return cls(
-            place_order=register(client, source("place_order")),
-            commit_order=register(client, source("commit_order")),
-            set_stock=register(client, source("set_stock")),
-        )
+        return cls(**{field.name: register(client, source(field.name))
+                      for field in dataclasses.fields(cls)})

@@ -1,4 +1,5 @@
-"""The order strategies: each places one PendingOrder and returns its Outcome.
+"""The order strategies: each places a PendingOrder and returns its Outcome, and confirms or
+cancels a reserved order.
 
 ``lua`` and ``lock`` never oversell; ``none`` is the unsafe control that shows what they
 prevent, built only when ENABLE_UNSAFE_STRATEGY is on.
@@ -11,7 +12,7 @@ from typing import Protocol
 import redis
 
 from ..config import Settings
-from ..model import Outcome, PendingOrder
+from ..model import Outcome, PendingOrder, Settlement
 from ..scripts import OrderScripts
 
 
@@ -19,6 +20,13 @@ class Strategy(Protocol):
     name: str
 
     def place(self, order: PendingOrder) -> Outcome: ...
+
+    def settle(self, sku: str, order_id: str, action: str) -> Settlement:
+        """``action`` ("confirm" or "cancel") on order ``order_id`` of ``sku``.
+
+        Raises OrderNotFound, or OrderStateConflict when the order is in a state that does
+        not allow it (nothing changes)."""
+        ...
 
 
 def build_strategies(

@@ -11,16 +11,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import redis
 
 from .. import metrics
 from ..config import Settings
+from ..keys import SkuKeys
 from ..lock import FencedLock, LockError, LockNotReplicated, holder_token
-from ..model import LockTimeout, Outcome, OutcomeUnknown, PendingOrder
+from ..model import LockTimeout, Outcome, OutcomeUnknown, PendingOrder, Settlement
 from ..redis_client import REDIS_ERRORS
 from ..scripts import OrderScripts
-from .read_decide_write import ReadDecideWrite
+from .read_decide_write import ReadDecideWrite, Reads
 
 log = logging.getLogger(__name__)
 
@@ -59,33 +62,55 @@ class LockStrategy(ReadDecideWrite):
         """Two round trips when the lock is free: the acquire with the reads behind it, then
         commit_order, which also releases. A retry of a recorded request is answered from the
         first, not queued behind the lock (``answered``)."""
-        lock = FencedLock(
-            self.redis, order.keys.lock,
-            timeout=self.settings.lock_ttl_ms / 1000,
-            blocking_timeout=self.settings.lock_wait_ms / 1000,
-            renew=self.settings.lock_renewal, wait=self.wait, wait_mark=order.keys.read_mark,
-        )
-        started = time.perf_counter()  # a wait that Redis failed is a Redis error, not a wait
-        try:
-            reads = lock.acquire_and_read(self.queue_reads(order),
-                                          token=holder_token(self.settings.replica_id),
-                                          answered=self.recorded)
-        except LockNotReplicated as exc:
-            raise OutcomeUnknown(
-                f"{exc}: nothing of this order was written, and the lock was given back; "
-                "GET /orders/<order_id> or a retry with the same Idempotency-Key tells",
-                order_id=order.order_id) from exc
-        metrics.lock_waited(time.perf_counter() - started)
-        if reads is None:
-            metrics.lock_timed_out()
-            raise LockTimeout(
-                f"The lock on {order.request.sku} was busy for "
-                f"{self.settings.lock_wait_ms} ms; nothing was recorded"
-            )
+        lock, token = self._lock(order.keys), holder_token(self.settings.replica_id)
+        reads = self.loaded(lambda: self._acquire(
+            lock, self.order_reads(order, token), token, order.order_id, self.recorded),
+            order.keys)
         try:
             return self.decide_and_write(order, reads, lock)
         finally:
             self._release(lock)
+
+    def settle(self, sku: str, order_id: str, action: str) -> Settlement:
+        """Inside the SKU's lock: read the order, decide, write with commit_settle (which
+        releases); the same two round trips as an order."""
+        keys = SkuKeys(sku)
+        lock, token = self._lock(keys), holder_token(self.settings.replica_id)
+        reads = self.loaded(lambda: self._acquire(
+            lock, self.settle_reads(keys, order_id, token), token, order_id), keys)
+        try:
+            return self.settle_from(keys, order_id, action, reads, lock)
+        finally:
+            self._release(lock)
+
+    def _lock(self, keys: SkuKeys) -> FencedLock:
+        return FencedLock(
+            self.redis, keys.lock,
+            timeout=self.settings.lock_ttl_ms / 1000,
+            blocking_timeout=self.settings.lock_wait_ms / 1000,
+            renew=self.settings.lock_renewal, wait=self.wait, wait_mark=keys.read_mark,
+        )
+
+    def _acquire(self, lock: FencedLock, reads: Reads, token: str, order_id: str,
+                 answered: Callable[[list[Any]], bool] | None = None) -> list[Any]:
+        """Acquire ``lock`` with ``reads`` behind it; their replies. Raises LockTimeout when
+        the lock stayed busy, OutcomeUnknown when too few replicas have the acquisition."""
+        started = time.perf_counter()  # a wait that Redis failed is a Redis error, not a wait
+        try:
+            replies = lock.acquire_and_read(reads, token=token, answered=answered)
+        except LockNotReplicated as exc:
+            raise OutcomeUnknown(
+                f"{exc}: nothing was written, and the lock was given back; "
+                "GET /orders/<order_id> or a retry with the same Idempotency-Key tells",
+                order_id=order_id) from exc
+        metrics.lock_waited(time.perf_counter() - started)
+        if replies is None:
+            metrics.lock_timed_out()
+            raise LockTimeout(
+                f"The lock on {lock.name} was busy for "
+                f"{self.settings.lock_wait_ms} ms; nothing was recorded"
+            )
+        return replies
 
     @staticmethod
     def _release(lock: FencedLock) -> None:

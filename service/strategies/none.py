@@ -7,14 +7,26 @@ ENABLE_UNSAFE_STRATEGY=1.
 
 from __future__ import annotations
 
-from ..model import Outcome, PendingOrder
-from .read_decide_write import ReadDecideWrite
+from typing import Any
+
+from ..keys import SkuKeys
+from ..model import Outcome, PendingOrder, Settlement
+from .read_decide_write import ReadDecideWrite, Reads
 
 
 class UnsafeNoneStrategy(ReadDecideWrite):
     name = "none"
 
     def place(self, order: PendingOrder) -> Outcome:
+        reads = self.loaded(lambda: self._read(self.order_reads(order, "")), order.keys)
+        return self.decide_and_write(order, reads, lock=None)
+
+    def settle(self, sku: str, order_id: str, action: str) -> Settlement:
+        keys = SkuKeys(sku)
+        reads = self.loaded(lambda: self._read(self.settle_reads(keys, order_id, "")), keys)
+        return self.settle_from(keys, order_id, action, reads, lock=None)
+
+    def _read(self, reads: Reads) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
-        self.queue_reads(order)(pipe)
-        return self.decide_and_write(order, pipe.execute(), lock=None)
+        reads(pipe)
+        return pipe.execute()
