@@ -3,7 +3,7 @@
 ``Books`` reads the SKU's figures and makes the safety assertion every oversell test makes;
 ``tally`` adds the customers' side after a fault scenario: every 201 is a recorded order,
 nothing is recorded that no client was told was created, every answer lost to the fault is
-resolved, the stock never goes below 0, and stock + sold == all stock ever set.
+resolved, the stock never goes below 0, and stock + reserved + sold == all stock ever set.
 """
 
 from __future__ import annotations
@@ -23,32 +23,66 @@ class Books:
 
     def __init__(self, client: redis.Redis, sku: str) -> None:
         keys = SkuKeys(sku)
-        stock, sold, supplied = client.mget([keys.stock, keys.sold, keys.supplied])
+        stock, reserved, sold, supplied = client.mget(
+            [keys.stock, keys.reserved, keys.sold, keys.supplied])
         self.stock = int(stock or 0)
+        self.reserved = int(reserved or 0)
         self.sold = int(sold or 0)
         self.supplied = int(supplied or 0)
+        self.customer_counts = {customer: int(units) for customer, units
+                                in client.hgetall(keys.customers).items()}
         pipe = client.pipeline(transaction=False)  # one round trip for all the records
         for key in client.scan_iter(keys.order("*"), count=1000):
             pipe.hgetall(key)
         self.orders = pipe.execute()
 
+    def units(self, *statuses: str) -> int:
+        """Units of the recorded orders in one of ``statuses`` (a record written before orders
+        had a status is confirmed)."""
+        return sum(int(order["quantity"]) for order in self.orders
+                   if order.get("status", "confirmed") in statuses)
+
+    def taken_by(self) -> dict[str, int]:
+        """Units each customer holds, reserved or confirmed, by the order records."""
+        taken: Counter[str] = Counter()
+        for order in self.orders:
+            if order.get("customer_id") and order.get("status") in ("reserved", "confirmed"):
+                taken[order["customer_id"]] += int(order["quantity"])
+        return dict(taken)
+
     @property
     def missing(self) -> int:
-        """Units gone from stock without being sold (decremented, never recorded)."""
-        return max(0, self.supplied - self.stock - self.sold)
+        """Units gone from stock without being reserved or sold (decremented, never recorded)."""
+        return max(0, self.supplied - self.stock - self.reserved - self.sold)
 
     @property
     def oversold(self) -> int:
-        """Units sold that were never in stock: below zero, or more sold than ever supplied."""
-        return max(0, -self.stock) + max(0, self.stock + self.sold - self.supplied)
+        """Units taken that were never in stock: below zero, or more stock, reserved and sold
+        than ever supplied."""
+        return max(0, -self.stock) + max(0, self.stock + self.reserved + self.sold
+                                         - self.supplied)
 
     def assert_never_oversold(self) -> None:
-        """Stock never below 0, stock + sold == all stock ever set, one record per unit sold."""
+        """Stock never below 0, stock + reserved + sold == all stock ever set, and the order
+        records add up to the counters: the confirmed ones to sold, the reserved to reserved."""
         assert self.stock >= 0, f"stock went below 0: {self.stock}"
-        assert self.stock + self.sold == self.supplied, (
-            f"oversold: stock {self.stock} + sold {self.sold} != supplied {self.supplied}")
-        assert sum(int(order["quantity"]) for order in self.orders) == self.sold, (
-            f"{len(self.orders)} order records do not add up to sold {self.sold}")
+        assert self.stock + self.reserved + self.sold == self.supplied, (
+            f"oversold: stock {self.stock} + reserved {self.reserved} + sold {self.sold} != "
+            f"supplied {self.supplied}")
+        assert self.units("confirmed") == self.sold, (
+            f"confirmed order records hold {self.units('confirmed')} units, sold is {self.sold}")
+        assert self.units("reserved") == self.reserved, (
+            f"reserved order records hold {self.units('reserved')} units, reserved is "
+            f"{self.reserved}")
+
+    def assert_within_limit(self, limit: int) -> None:
+        """No customer holds more than ``limit`` units, by the records, and the per-customer
+        counts the scripts keep agree with the records."""
+        taken = self.taken_by()
+        over = {customer: units for customer, units in taken.items() if units > limit}
+        assert not over, f"over the limit of {limit}: {over}"
+        assert taken == self.customer_counts, (
+            f"per-customer counts {self.customer_counts} != records {taken}")
 
 
 @dataclass
@@ -86,7 +120,7 @@ def tally(client: redis.Redis, sku: str, customers: list[Customer]) -> Tally:
     books = Books(client, sku)
     recorded = {order["order_id"] for order in books.orders}
     acknowledged = {c.order_id for c in customers if c.order_id is not None}
-    in_records = sum(int(order["quantity"]) for order in books.orders)
+    in_records = books.units("confirmed")
     problems = [] if in_records == books.sold else [
         f"order records hold {in_records} units, the sold counter {books.sold}"]
     unexpected = Counter(f"{a.status} {a.problem}".strip() for c in customers

@@ -63,11 +63,13 @@ async def burst(
     body: Callable[[int], Any] | Any = None,
     headers: Callable[[int], dict[str, str]] | dict[str, str] | None = None,
     timeout_s: float = 30.0, interval_s: float = 0.0,
+    delay_s: Callable[[int], float] | None = None,
 ) -> list[Result]:
     """Send ``count`` requests, request i to ``urls[i % len(urls)]``, and wait for all.
 
-    All at once, or request i ``i * interval_s`` after the first. ``path``, ``body`` and
-    ``headers`` may be functions of the request index.
+    All at once, or request i ``i * interval_s`` after the first, or ``delay_s(i)`` seconds
+    after the burst starts. ``path``, ``body`` and ``headers`` may be functions of the request
+    index.
     """
     connector = aiohttp.TCPConnector(limit=count, force_close=False)
     timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -76,7 +78,8 @@ async def burst(
         tasks = [
             _send(session, i, method, urls[i % len(urls)] + (path(i) if callable(path) else path),
                   body(i) if callable(body) else body,
-                  headers(i) if callable(headers) else dict(headers or {}), t0, i * interval_s)
+                  headers(i) if callable(headers) else dict(headers or {}), t0,
+                  max(0.0, delay_s(i)) if delay_s else i * interval_s)
             for i in range(count)
         ]
         return list(await asyncio.gather(*tasks))

@@ -27,7 +27,7 @@
 --   code      1 created; 0 out of stock; 2 over the customer's limit (for 0 and 2 only the
 --             idempotency record is written); -1 the key was used for another request on
 --             this SKU; -2 the SKU has a limit and the order no customer id (for -1 and -2
---             nothing is written)
+--             nothing is written). Due holds are expired whatever the code (but -1).
 --   replayed  1 when this is the answer recorded for an earlier request with the same key
 --   status    of the order created: 'confirmed' or 'reserved' (until expires_ms, Redis ms)
 --   expired   holds this call expired (their units are back in stock)

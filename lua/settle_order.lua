@@ -28,11 +28,10 @@ elseif status == 'reserved' then
   local quantity = settle(sku, KEYS[1], ARGV[2], ARGV[1])
   if ARGV[1] == 'cancel' then
     redis.call('INCRBY', KEYS[2], quantity)
-    moved = true
   end
-  code = 1
+  code, moved = 1, true
 end
-if moved then  -- the stock changed under any lock holder's read (see place_order)
-  redis.call('INCR', KEYS[7])
+if moved then  -- the stock or the order changed under any lock holder's read: its write of
+  redis.call('INCR', KEYS[7])  -- what it read is refused (see commit_settle, place_order)
 end
 return {code, expired, redis.call('HGETALL', KEYS[1])}

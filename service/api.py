@@ -168,9 +168,10 @@ def _idempotency_key() -> str | None:
 
 
 def _valid_customer(body: dict[str, Any]) -> str | None:
-    customer = body.get("customer_id")
-    if customer is not None and (not isinstance(customer, str)
-                                 or not CUSTOMER_ID_PATTERN.fullmatch(customer)):
+    if "customer_id" not in body:
+        return None
+    customer = body["customer_id"]
+    if not isinstance(customer, str) or not CUSTOMER_ID_PATTERN.fullmatch(customer):
         raise InvalidOrder(CUSTOMER_ID_RULE)
     return customer
 

@@ -42,7 +42,10 @@ def test_order_is_recorded_and_readable(client, books, strategy):
     assert record["order_id"] == created["order_id"]
     assert (record["sku"], record["quantity"], record["strategy"]) == ("shoe-42", 3, strategy)
     assert record["replica"] == "test-replica" and record["created_at"].endswith("+00:00")
-    assert client.get("/stock/shoe-42").get_json() == {"sku": "shoe-42", "stock": 2, "sold": 3}
+    assert record["status"] == "confirmed" and record["expires_at"] is None
+    assert record["customer_id"] is None
+    assert client.get("/stock/shoe-42").get_json() == {
+        "sku": "shoe-42", "stock": 2, "reserved": 0, "sold": 3, "per_customer_limit": None}
     books("shoe-42").assert_never_oversold()
 
 
@@ -72,7 +75,8 @@ def test_configured_strategy_is_the_default(make_app):
 
 
 def test_put_stock_keeps_the_books_balanced(client, books):
-    assert client.put("/stock/cap", json={"quantity": 5}).get_json() == {"sku": "cap", "stock": 5}
+    assert client.put("/stock/cap", json={"quantity": 5}).get_json() == {
+        "sku": "cap", "stock": 5, "reserved": 0, "sold": 0, "per_customer_limit": None}
     client.post("/orders", json={"sku": "cap", "quantity": 2})
     client.put("/stock/cap", json={"quantity": 10})
     client.put("/stock/cap", json={"quantity": 0})

@@ -14,31 +14,43 @@ from service.scripts import OrderScripts
 from .waiting import wait_for
 
 SKU = "widget"
+KEYS = SkuKeys(SKU)
+
+
+def set_stock(scripts, quantity):
+    return scripts.set_stock(
+        keys=[KEYS.stock, KEYS.supplied, KEYS.fence, *KEYS.hold_keys, KEYS.limit, KEYS.sold],
+        args=[quantity, "", KEYS.order_prefix])
+
+
+def commit_order(scripts, handoff, token, new_stock, order_id):
+    """commit_order's (written, released) for a 1-unit confirmed order (no customer, no hold);
+    ``handoff``: the holder's ARGV[1..3] (see FencedLock.handoff_args)."""
+    written, released, _, _ = scripts.commit_order(
+        keys=[*KEYS.lock_keys, KEYS.stock, KEYS.sold, KEYS.order(order_id), *KEYS.hold_keys],
+        args=[*handoff, token, 1, new_stock, 1, order_id, SKU, "lock", "r", "t", "fp", 60, "",
+              0])
+    return written, released
 
 
 def stale_holder_run(redis_client, *, fenced: bool) -> None:
     """A reads stock, pauses past its lease; B takes the lock, sells one; A writes."""
-    keys = SkuKeys(SKU)
     scripts = OrderScripts.register(redis_client)
-    scripts.set_stock(keys=[keys.stock, keys.supplied, keys.fence], args=[10])
+    set_stock(scripts, 10)
 
     def commit(token, new_stock, order_id):
-        written, _ = scripts.commit_order(
-            keys=[*keys.lock_keys, keys.stock, keys.sold, keys.order(order_id)],
-            args=["", 0, "", token if fenced else "", 1, new_stock, 1, order_id, SKU, "lock",
-                  "r", "t", "fp", 60],
-        )
-        return written
+        return commit_order(scripts, ["", 0, ""], token if fenced else "", new_stock,
+                            order_id)[0]
 
-    a = FencedLock(redis_client, keys.lock, timeout=0.05)
+    a = FencedLock(redis_client, KEYS.lock, timeout=0.05)
     assert a.acquire()
-    a_saw = int(redis_client.get(keys.stock))
-    while redis_client.exists(keys.lock):  # A is "paused" until its lease is gone
+    a_saw = int(redis_client.get(KEYS.stock))
+    while redis_client.exists(KEYS.lock):  # A is "paused" until its lease is gone
         time.sleep(0.01)
 
-    b = FencedLock(redis_client, keys.lock, timeout=5)
+    b = FencedLock(redis_client, KEYS.lock, timeout=5)
     assert b.acquire(blocking=False)
-    b_saw = int(redis_client.get(keys.stock))
+    b_saw = int(redis_client.get(KEYS.stock))
     assert commit(b.fencing_token, b_saw - 1, f"{SKU}~b") == 1
     b.release()
 
@@ -60,18 +72,64 @@ def test_without_fencing_the_stale_write_oversells(redis_client, books):
 
 
 def test_a_stock_change_fences_out_a_holder_that_read_the_old_stock(redis_client):
-    keys = SkuKeys(SKU)
     scripts = OrderScripts.register(redis_client)
-    scripts.set_stock(keys=[keys.stock, keys.supplied, keys.fence], args=[10])
-    lock = FencedLock(redis_client, keys.lock, timeout=5)
+    set_stock(scripts, 10)
+    lock = FencedLock(redis_client, KEYS.lock, timeout=5)
     lock.acquire()
-    scripts.set_stock(keys=[keys.stock, keys.supplied, keys.fence], args=[3])
-    written, released = scripts.commit_order(
-        keys=[*keys.lock_keys, keys.stock, keys.sold, keys.order("x")],
-        args=[*lock.handoff_args(), lock.fencing_token, 1, 9, 1, "x", SKU, "lock", "r", "t",
-              "fp", 60])
+    set_stock(scripts, 3)
+    written, released = commit_order(scripts, lock.handoff_args(), lock.fencing_token, 9, "x")
     assert (written, released) == (0, 1)  # refused, and the lock is passed on all the same
-    assert redis_client.get(keys.stock) == "3" and not redis_client.exists(keys.lock)
+    assert redis_client.get(KEYS.stock) == "3" and not redis_client.exists(KEYS.lock)
+
+
+def place_lua(scripts, quantity, order_id, customer="", hold_s=0):
+    """The `lua` strategy's place_order (no Idempotency-Key)."""
+    return scripts.place_order(
+        keys=[KEYS.stock, KEYS.sold, KEYS.order(order_id), KEYS.fence, *KEYS.hold_keys,
+              KEYS.limit],
+        args=[quantity, order_id, SKU, "lua", "r", "t", "fp", 60, customer, hold_s,
+              KEYS.order_prefix])
+
+
+@pytest.mark.parametrize("overtaker", ["cancel", "expiry"])
+def test_a_lua_cancel_or_expiry_fences_out_a_holder_that_read_before(redis_client, books,
+                                                                     overtaker):
+    """Between a lock holder's read and its write, a `lua` cancel (settle_order), or a `lua`
+    order that expires a due hold, puts units back in stock: the holder's stale stock value
+    is refused, and the books stay balanced."""
+    scripts = OrderScripts.register(redis_client)
+    set_stock(scripts, 10)
+    held = f"{SKU}~held"
+    assert place_lua(scripts, 2, held, customer="c1", hold_s=600)[6] == "reserved"
+    lock = FencedLock(redis_client, KEYS.lock, timeout=5)
+    assert lock.acquire()
+    expired = scripts.expire_holds(keys=[KEYS.lock, KEYS.fence, KEYS.stock, *KEYS.hold_keys],
+                                   args=[lock.handoff_args()[0], KEYS.order_prefix])[1]
+    saw = int(redis_client.get(KEYS.stock))
+    assert (expired, saw) == (0, 8)
+
+    if overtaker == "cancel":
+        code, _, _ = scripts.settle_order(
+            keys=[KEYS.order(held), KEYS.stock, KEYS.sold, *KEYS.hold_keys, KEYS.fence],
+            args=["cancel", held, KEYS.order_prefix])
+        assert code == 1
+    else:
+        redis_client.zadd(KEYS.holds, {held: 0})  # its deadline has passed
+        code, *_, expired = place_lua(scripts, 100, f"{SKU}~big")  # out of stock all the same
+        assert (code, expired) == (0, 1)
+    assert redis_client.hget(KEYS.order(held), "status") == {"cancel": "cancelled",
+                                                              "expiry": "expired"}[overtaker]
+
+    written, released = commit_order(scripts, lock.handoff_args(), lock.fencing_token,
+                                     saw - 1, f"{SKU}~stale")
+    assert (written, released) == (0, 1)  # refused; the lock is passed on all the same
+    assert not redis_client.exists(KEYS.order(f"{SKU}~stale"))
+    state = books(SKU)
+    reserved = (state.reserved if hasattr(state, "reserved")
+                else int(redis_client.get(KEYS.reserved) or 0))
+    assert (state.stock, reserved, state.sold, state.supplied) == (10, 0, 0, 10)
+    assert state.stock + reserved + state.sold == state.supplied
+    assert not redis_client.hexists(KEYS.customers, "c1")
 
 
 def slow_and_fast_orders(make_app, redis_client, **slow_settings):
