@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +35,7 @@ class Result:
     body: Any = None
     error: str = ""
     headers: dict[str, str] = field(default_factory=dict)
+    tag: str = ""  # what the request was, for a scripted run's caller (see ``scripted``)
 
 
 async def _send(
@@ -98,6 +99,7 @@ class LoadRun:
 
     results: list[Result]
     elapsed_s: float
+    started_at: float = 0.0  # time.time() when the run began (its results' started_s is 0)
 
     @property
     def rate(self) -> float:
@@ -138,3 +140,78 @@ async def closed_loop(
         await asyncio.gather(*(client(c) for c in range(concurrency)))
         elapsed = time.perf_counter() - t0
     return LoadRun(results, elapsed)
+
+
+class Client:
+    """One client of a ``scripted`` run: what its script sends and waits with.
+
+    ``send`` returns None, sending nothing, once the run's request budget is spent or its
+    time is up; ``pause`` returns False, after sleeping only until then, when a pause would
+    end past the run's time. A script stops at the first None or False.
+    """
+
+    def __init__(self, number: int, base: str, run: _Scripted) -> None:
+        self.number = number
+        self.base = base  # the replica this client talks to: urls[number % len(urls)]
+        self._run = run
+
+    async def send(self, method: str, path: str, body: Any = None, *,
+                   tag: str = "") -> Result | None:
+        run = self._run
+        if run.issued >= run.max_requests or time.perf_counter() >= run.stop_at:
+            return None
+        index = run.issued
+        run.issued += 1
+        result = await _send(run.session, index, method, self.base + path, body, {}, run.t0)
+        result.tag = tag
+        run.results.append(result)
+        if run.on_done:
+            run.on_done(result)
+        return result
+
+    async def pause(self, seconds: float) -> bool:
+        left = self._run.stop_at - time.perf_counter()
+        await asyncio.sleep(max(0.0, min(seconds, left)))
+        return seconds < left
+
+
+@dataclass
+class _Scripted:
+    session: aiohttp.ClientSession
+    t0: float
+    stop_at: float
+    max_requests: int
+    on_done: Callable[[Result], None] | None
+    results: list[Result] = field(default_factory=list)
+    issued: int = 0
+
+
+async def scripted(
+    urls: list[str], clients: int, script: Callable[[Client], Awaitable[None]], *,
+    duration_s: float, max_requests: int, connections: int = 64, timeout_s: float = 10.0,
+    on_done: Callable[[Result], None] | None = None,
+) -> LoadRun:
+    """``clients`` clients, each running ``await script(client)``: any sequence of requests,
+    pauses and concurrent requests of its own (a customer who orders, thinks, then pays).
+
+    Client c talks to ``urls[c % len(urls)]``; all share one keep-alive pool of
+    ``connections`` connections (a request's latency includes its wait for one). Bounded: no
+    request is sent after ``duration_s`` or beyond ``max_requests``, each is given up after
+    ``timeout_s``, and scripts still running at ``duration_s + timeout_s`` are cancelled. The
+    results are every request's, each with the ``tag`` its script gave it.
+    """
+    connector = aiohttp.TCPConnector(limit=connections)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        started_at, t0 = time.time(), time.perf_counter()
+        run = _Scripted(session, t0, t0 + duration_s, max_requests, on_done)
+        tasks = [asyncio.ensure_future(script(Client(c, urls[c % len(urls)], run)))
+                 for c in range(clients)]
+        done, pending = await asyncio.wait(tasks, timeout=duration_s + timeout_s)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            task.result()  # a script's own exception is the caller's
+        elapsed = time.perf_counter() - t0
+    return LoadRun(run.results, elapsed, started_at)

@@ -40,8 +40,9 @@ if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[4] then
 elseif decision == 1 then
   local sku = {sold = KEYS[6], reserved = KEYS[8], holds = KEYS[9], customers = KEYS[10]}
   redis.call('SET', KEYS[5], ARGV[6])
-  status, expires = book_units(sku, ARGV[8], tonumber(ARGV[7]), ARGV[15], tonumber(ARGV[16]),
-                               now_ms())
+  local hold_s = tonumber(ARGV[16])
+  status, expires = book_units(sku, ARGV[8], tonumber(ARGV[7]), ARGV[15], hold_s,
+                               hold_s > 0 and now_ms() or 0)
   write_order(KEYS[7], ARGV[8], ARGV[9], ARGV[7], ARGV[10], ARGV[11], ARGV[12], ARGV[15],
               status, expires)
 end

@@ -29,20 +29,25 @@ local function release_customer(customers, customer, quantity)
 end
 
 -- Expire every hold due by `until_ms`: each order becomes `expired`, its units go back to
--- stock and off its customer's count. Returns how many holds expired.
+-- stock and off its customer's count. Returns how many holds expired. Every order is read
+-- before the first write: while the slot migrates, Redis refuses an order hash that is not
+-- here yet, and the refusal then comes before anything is written.
 local function expire_due(sku, until_ms)
   local due = redis.call('ZRANGEBYSCORE', sku.holds, '-inf', until_ms)
   if #due == 0 then
     return 0
   end
-  local units = 0
-  for _, order_id in ipairs(due) do
+  local orders = {}
+  for i, order_id in ipairs(due) do
     local order = sku.order_prefix .. order_id
     local fields = redis.call('HMGET', order, 'quantity', 'customer_id')
-    local quantity = tonumber(fields[1])
-    redis.call('HSET', order, 'status', 'expired')
-    release_customer(sku.customers, fields[2], quantity)
-    units = units + quantity
+    orders[i] = {key = order, quantity = tonumber(fields[1]), customer = fields[2]}
+  end
+  local units = 0
+  for _, order in ipairs(orders) do
+    redis.call('HSET', order.key, 'status', 'expired')
+    release_customer(sku.customers, order.customer, order.quantity)
+    units = units + order.quantity
   end
   redis.call('ZREMRANGEBYSCORE', sku.holds, '-inf', until_ms)
   redis.call('INCRBY', sku.stock, units)

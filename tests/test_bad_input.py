@@ -86,12 +86,38 @@ def test_bad_order_is_refused_and_changes_nothing(stocked, query, body, content_
     ("sku1", b"{}", 422),
     ("sku1", b"", 422),
     ("sku1", b'{"quantity": 5, "sold": 0}', 422),
+    ("sku1", b'{"quantity": 5, "per_customer_limit": 0}', 422),
+    ("sku1", b'{"per_customer_limit": "1"}', 422),
     ("sku1", b"{nope", 400),
     ("b@d", b'{"quantity": 5}', 422),
     ("a" * 65, b'{"quantity": 5}', 422),
 ])
 def test_bad_stock_change_is_refused_and_changes_nothing(stocked, sku, body, status):
     assert_problem(stocked.put(f"/stock/{sku}", data=body, content_type=JSON), status)
+
+
+SETTLE_CASES = [
+    # (raw body, content type, query, status)
+    (b"{", JSON, "", 400),
+    (b"[]", JSON, "", 422),
+    (b'{"status": "confirmed"}', JSON, "", 422),
+    (b"{}", "text/plain", "", 415),
+    (b"{}", JSON, "?strategy=fast", 400),
+    (b'{"a": "' + b"a" * (17 * 1024) + b'"}', JSON, "", 413),
+]
+
+
+@pytest.mark.parametrize("action", ["confirm", "cancel"])
+@pytest.mark.parametrize("body,content_type,query,status", SETTLE_CASES)
+def test_bad_confirm_or_cancel_is_refused_and_changes_nothing(client, books, action, body,
+                                                              content_type, query, status):
+    client.put("/stock/sku1", json={"quantity": 5})
+    held = client.post("/orders", json={"sku": "sku1", "hold_s": 60}).get_json()["order_id"]
+    assert_problem(client.post(f"/orders/{held}/{action}{query}", data=body,
+                               content_type=content_type), status)
+    state = books("sku1")
+    assert (state.stock, state.reserved, state.sold) == (4, 1, 0)
+    assert client.get(f"/orders/{held}").get_json()["status"] == "reserved"
 
 
 def test_bad_sku_on_read_is_refused(client):

@@ -251,6 +251,35 @@ def test_redis_errors_are_counted_by_class(make_app, client):
 # --- Stock per SKU, on request -----------------------------------------------------------------
 
 
+@pytest.mark.parametrize("strategy", ["lua", "lock"])
+def test_reservations_are_counted_by_event(client, strategy):
+    def sale():
+        client.put(f"/stock/{SKU}", json={"quantity": 5, "per_customer_limit": 1})
+        held = [client.post(f"/orders?strategy={strategy}", json={
+            "sku": SKU, "customer_id": f"c{n}", "hold_s": hold_s}).get_json()["order_id"]
+            for n, hold_s in enumerate((60, 60, 60, 1))]
+        for order_id, action in zip(held, ("confirm", "confirm", "cancel"), strict=False):
+            assert client.post(f"/orders/{order_id}/{action}?strategy={strategy}") \
+                .status_code == 200
+        assert client.post(f"/orders/{held[0]}/confirm?strategy={strategy}").status_code == 200
+        refused = client.post(f"/orders?strategy={strategy}", json={
+            "sku": SKU, "customer_id": "c0"})
+        assert refused.get_json()["type"] == "/problems/customer-limit"
+        time.sleep(1.1)  # the last hold runs out; the next order gives its unit back
+        assert client.post(f"/orders?strategy={strategy}", json={
+            "sku": SKU, "customer_id": "c9"}).status_code == 201
+
+    delta = measure(client, sale)
+    counts = {event: delta("order_reservations_total", event=event)
+              for event in ("made", "confirmed", "cancelled", "expired")}
+    assert counts == {"made": 4, "confirmed": 2, "cancelled": 1, "expired": 1}
+    assert delta("orders_total", strategy=strategy, outcome="customer-limit") == 1
+    samples = scrape(client, f"?sku={SKU}")
+    reserved = {dict(labels)["sku"]: v for (name, labels), v in samples.items()
+                if name == "order_reserved"}
+    assert reserved == {SKU: 0}
+
+
 def test_stock_gauges_of_the_skus_asked_for(client):
     client.put("/stock/a", json={"quantity": 7})
     client.put("/stock/b.2", json={"quantity": 5})

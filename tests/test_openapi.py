@@ -39,6 +39,7 @@ import pytest
 import redis
 import schemathesis
 from flask import Flask
+from flask.testing import FlaskClient
 from hypothesis import HealthCheck, settings
 from schemathesis.core.failures import FailureGroup
 from werkzeug.routing import Map, Rule
@@ -55,11 +56,10 @@ ADMIN_TOKEN = "openapi-fuzz-admin-token"
 # Enough stock that most generated orders for these SKUs (no body: DEFAULT_SKU; the description's
 # example: shoe-42) are created, and the run still sells some of them out.
 SEED_STOCK = {DEFAULT_SKU: 20_000, "shoe-42": 2_000}
-# Orders placed on a fresh SKU before each fuzz run, for the confirms and cancels to reach (most
-# generated order ids are pointed at one of them): reserved for the whole run, reserved for a
-# second (expired soon after), and confirmed at once. Each (hold_s or None, how many).
+# Orders placed on a SKU of their own before each fuzz run, for the confirms and cancels to reach
+# (most generated order ids are pointed at one of them), in each state: how many of each.
 SEED_SKU = "seeded"
-SEED_ORDERS = ((3600, 6), (1, 2), (None, 2))
+SEED_ORDERS = {"expired": 2, "reserved": 5, "confirmed": 2, "cancelled": 2}
 
 
 # --- The document ----------------------------------------------------------------------------
@@ -522,8 +522,8 @@ def test_unbalanced_books_are_found(redis_client):
 # --- Schemathesis ----------------------------------------------------------------------------
 
 FUZZ_CONFIG = {
-    "seed": 20261124,  # with `deterministic`, the same cases on every run and machine
-    "generation": {"mode": "all", "max-examples": 30, "deterministic": True, "database": "none"},
+    "seed": 1,  # with `deterministic`, the same cases on every run and machine
+    "generation": {"mode": "all", "max-examples": 150, "deterministic": True, "database": "none"},
     "suppress-health-check": ["too_slow", "filter_too_much", "data_too_large"],
     "auth": {"openapi": {"bearerAuth": {"bearer": ADMIN_TOKEN}}},
     "phases": {"examples": {"enabled": True}, "coverage": {"enabled": True},
@@ -578,18 +578,30 @@ def fuzzed_app(make_app, redis_client) -> Iterator[Flask]:
         response = client.put(f"/stock/{sku}", json={"quantity": quantity},
                               headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         assert response.status_code == 200, response.get_data(as_text=True)
-    seeded = app.extensions["seeded_orders"] = []
-    for hold_s, count in SEED_ORDERS:
-        for n in range(count):
-            body = {"sku": SEED_SKU, "customer_id": f"seed-{n % 3}"}
-            response = client.post("/orders", json=body if hold_s is None else
-                                   {**body, "hold_s": hold_s})
-            assert response.status_code == 201, response.get_data(as_text=True)
-            seeded.append(response.get_json()["order_id"])
+    app.extensions["seeded_orders"] = seed_orders(client)
+    # The "expired" ones (a hold of 1 s) are due by then: to_seeded_order waits for it.
+    app.extensions["seeded_due"] = time.monotonic() + 1.05
     APP_UNDER_TEST.app = app
     yield app
     APP_UNDER_TEST.app = None
     assert_books_balance(redis_client, skus_in_redis(redis_client))
+
+
+def seed_orders(client: FlaskClient) -> list[str]:
+    """SEED_ORDERS placed on SEED_SKU, the ones to expire first; their ids."""
+    seeded = []
+    for status, count in SEED_ORDERS.items():
+        for n in range(count):
+            body: dict[str, Any] = {"sku": SEED_SKU, "customer_id": f"seed-{n % 3}"}
+            if status != "confirmed":
+                body["hold_s"] = 1 if status == "expired" else 3600
+            response = client.post("/orders", json=body)
+            assert response.status_code == 201, response.get_data(as_text=True)
+            order_id = response.get_json()["order_id"]
+            if status == "cancelled":
+                assert client.post(f"/orders/{order_id}/cancel").status_code == 200
+            seeded.append(order_id)
+    return seeded
 
 
 # The description as kept in the repository (test_openapi_json_serves_the_file shows that the
@@ -628,6 +640,9 @@ def to_seeded_order(case: schemathesis.Case, app: Flask) -> None:
     pick = int(order_id[-20:], 16) % (len(seeded) + 1)  # one id in len + 1 left as it is
     if pick < len(seeded):
         case.path_parameters["order_id"] = seeded[pick]
+    due = app.extensions.pop("seeded_due", None)  # once: until the expired ones are due
+    if due is not None:
+        time.sleep(max(0.0, due - time.monotonic()))
 
 
 def test_workflows_conform(fuzzed_app, redis_client):
@@ -638,7 +653,7 @@ def test_workflows_conform(fuzzed_app, redis_client):
         def validate_response(self, response, case, additional_checks=None, **kwargs):
             check_answer(case, response, fuzzed_app, redis_client, recorder=self.recorder)
 
-    Workflow.run(settings=settings(FUZZ_SETTINGS, max_examples=15, stateful_step_count=8,
+    Workflow.run(settings=settings(FUZZ_SETTINGS, max_examples=60, stateful_step_count=12,
                                    derandomize=True, database=None))
 
 

@@ -58,3 +58,23 @@ def test_an_unconfirmed_stock_change_answers_outcome_unknown(make_app, redis_cli
     assert problem_type(response) == "outcome-unknown"
     assert "order_id" not in response.get_json()
     assert client.get("/stock/w").get_json()["stock"] == 7  # it ran; its replicas are missing
+
+
+@pytest.mark.parametrize("action", ["confirm", "cancel"])
+@pytest.mark.parametrize("strategy", ["lua", "lock"])
+def test_an_unconfirmed_confirm_or_cancel_answers_outcome_unknown(make_app, redis_client,
+                                                                 strategy, action):
+    redis_client.set("{w}:stock", 5)
+    held = make_app().test_client().post(f"/orders?strategy={strategy}",
+                                         json={"sku": "w", "hold_s": 60}).get_json()
+    client = make_app(**WAIT).test_client()
+    response = client.post(f"/orders/{held['order_id']}/{action}?strategy={strategy}")
+    assert response.status_code == 503
+    assert problem_type(response) == "outcome-unknown"
+    assert response.headers["Retry-After"]
+    assert response.get_json()["order_id"] == held["order_id"]
+    # The control: without WAIT the same request is answered (lock: it wrote nothing above).
+    answer = make_app().test_client().post(
+        f"/orders/{held['order_id']}/{action}?strategy={strategy}")
+    assert answer.status_code == 200
+    assert answer.get_json()["status"] == {"confirm": "confirmed", "cancel": "cancelled"}[action]
