@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -45,43 +46,47 @@ class LockStrategy(ReadDecideWrite):
         self._turns = threading.BoundedSemaphore(most) if most > 0 else None
 
     def place(self, order: PendingOrder) -> Outcome:
-        turns = self._turns
-        if turns is not None and not turns.acquire(blocking=False):
-            metrics.lock_timed_out()
-            raise LockTimeout(
-                f"{self.waiters} orders of this replica already wait for a lock; "
-                "nothing was recorded"
-            )
-        try:
-            return self._place(order)
-        finally:
-            if turns is not None:
-                turns.release()
-
-    def _place(self, order: PendingOrder) -> Outcome:
         """Two round trips when the lock is free: the acquire with the reads behind it, then
         commit_order, which also releases. A retry of a recorded request is answered from the
         first, not queued behind the lock (``answered``)."""
-        lock, token = self._lock(order.keys), holder_token(self.settings.replica_id)
-        reads = self.loaded(lambda: self._acquire(
-            lock, self.order_reads(order, token), token, order.order_id, self.recorded),
-            order.keys)
-        try:
-            return self.decide_and_write(order, reads, lock)
-        finally:
-            self._release(lock)
+        with self._turn():
+            lock, token = self._lock(order.keys), holder_token(self.settings.replica_id)
+            reads = self.loaded(lambda: self._acquire(
+                lock, self.order_reads(order, token), token, order.order_id, self.recorded),
+                order.keys)
+            try:
+                return self.decide_and_write(order, reads, lock)
+            finally:
+                self._release(lock)
 
     def settle(self, sku: str, order_id: str, action: str) -> Settlement:
         """Inside the SKU's lock: read the order, decide, write with commit_settle (which
         releases); the same two round trips as an order."""
         keys = SkuKeys(sku)
-        lock, token = self._lock(keys), holder_token(self.settings.replica_id)
-        reads = self.loaded(lambda: self._acquire(
-            lock, self.settle_reads(keys, order_id, token), token, order_id), keys)
+        with self._turn():
+            lock, token = self._lock(keys), holder_token(self.settings.replica_id)
+            reads = self.loaded(lambda: self._acquire(
+                lock, self.settle_reads(keys, order_id, token), token, order_id), keys)
+            try:
+                return self.settle_from(keys, order_id, action, reads, lock)
+            finally:
+                self._release(lock)
+
+    @contextmanager
+    def _turn(self) -> Iterator[None]:
+        """One of the ``waiters`` turns of this process, or LockTimeout at once."""
+        turns = self._turns
+        if turns is not None and not turns.acquire(blocking=False):
+            metrics.lock_timed_out()
+            raise LockTimeout(
+                f"{self.waiters} requests of this replica already wait for a lock; "
+                "nothing was recorded"
+            )
         try:
-            return self.settle_from(keys, order_id, action, reads, lock)
+            yield
         finally:
-            self._release(lock)
+            if turns is not None:
+                turns.release()
 
     def _lock(self, keys: SkuKeys) -> FencedLock:
         return FencedLock(
