@@ -51,6 +51,14 @@ FAULT_COLUMNS = [
     ("oversold", "oversold"), ("lost", "lost"), ("phantom", "phantom"),
     ("unresolved", "unresolved"), ("resolved", "resolved by key"), ("verdict", "verdict"),
 ]
+FLASHSALE_COLUMNS = [
+    ("strategy", "strategy"), ("orders", "orders"), ("held", "held"), ("sold", "sold"),
+    ("reserved", "reserved"), ("expired", "expired"), ("cancelled", "cancelled"),
+    ("limit_refusals", "limit 409"), ("out_of_stock", "sold out 409"),
+    ("late_payments", "late pays"), ("other", "other"), ("server_errors", "5xx"),
+    ("orders_per_s", "orders/s"), ("p50_ms", "p50 ms"), ("p95_ms", "p95 ms"),
+    ("p99_ms", "p99 ms"), ("max_ms", "max ms"), ("invariant", "invariant"),
+]
 
 
 def machine(redis_version: str) -> dict[str, Any]:
@@ -165,7 +173,8 @@ def write(out: Path, results: dict[str, Any]) -> list[Path]:
                        "masters": MASTERS_COLUMNS, "baseline": BASELINE_COLUMNS,
                        "redis": REDIS_COLUMNS,
                        "metrics": METRICS_COLUMNS,
-                       "wait": WAIT_COLUMNS}.get(name, THROUGHPUT_COLUMNS)
+                       "wait": WAIT_COLUMNS,
+                       "flashsale": FLASHSALE_COLUMNS}.get(name, THROUGHPUT_COLUMNS)
             lines.append(table(section["rows"], columns, markdown=True))
         for note in section.get("notes", []):
             lines += ["", note]

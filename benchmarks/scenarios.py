@@ -19,7 +19,7 @@ from harness.faults import run_variant
 from harness.redis_server import admin_client
 from harness.replicas import LocalReplicas
 
-from . import report
+from . import flashsale, report
 from .baseline import run_baseline_scenario
 from .cost import CostProbe
 from .lockbench import run_lock_benchmark
@@ -165,6 +165,24 @@ def run_faults_scenario(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows": rows, "notes": notes}
 
 
+def run_flashsale_scenario(args: argparse.Namespace, target: Target) -> dict[str, Any]:
+    """The flash sale (``flashsale.py``) for each of ``--strategies``, one fresh SKU each."""
+    client = (target.local.redis_client(decode_responses=True) if target.local else
+              admin_client(target.redis_url, args.redis == "cluster", decode_responses=True))
+    progress = Progress(len(args.strategy_list), "flashsale")
+    rows = []
+    try:
+        for strategy in args.strategy_list:
+            progress.level(strategy)
+            rows.append(flashsale.run_sale(target.urls, client, strategy,
+                                           on_done=progress.on_done))
+            progress.advance()
+    finally:
+        progress.close()
+        client.close()
+    return {"rows": rows, "notes": flashsale.notes(rows)}
+
+
 def _own_processes(args: argparse.Namespace, target: Target) -> str | None:
     return None if target.local else "it starts its own local processes (no --url)"
 
@@ -226,6 +244,8 @@ SCENARIOS = {s.name: s for s in (
                              f"3 Sentinels; {args.replicas} replicas each, "
                              f"{args.duration:g} s per round)",
              report.WAIT_COLUMNS, _own_processes),
+    Scenario("flashsale", run_flashsale_scenario, lambda args, t: flashsale.title(),
+             report.FLASHSALE_COLUMNS, _redis_url_given),
     Scenario("redis", lambda args, t: run_redis_scenario(args, t.redis_url),
              lambda args, t: "redis (no HTTP: OrderService driven by 3 processes x 8 threads)",
              report.REDIS_COLUMNS, _redis_url_given),

@@ -207,7 +207,8 @@ async def scripted(
         run = _Scripted(session, t0, t0 + duration_s, max_requests, on_done)
         tasks = [asyncio.ensure_future(script(Client(c, urls[c % len(urls)], run)))
                  for c in range(clients)]
-        done, pending = await asyncio.wait(tasks, timeout=duration_s + timeout_s)
+        done, pending = (await asyncio.wait(tasks, timeout=duration_s + timeout_s)
+                         if tasks else (set(), set()))
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)

@@ -203,3 +203,41 @@ def test_the_cost_probe_reads_every_master_of_a_cluster(redis_cluster_nodes):
         client.set(key, 1)
     costs = probe.stop(orders=len(keys), answers=len(keys))
     assert costs["redis_commands_per_order"] >= 1.0, costs
+
+
+def test_flashsale_scenario_reports_every_strategy(cluster, tmp_path, monkeypatch):
+    """A small flash sale (40 customers, 10 in stock, a limit of 2, holds of 1 s) per
+    strategy: every row has the table's columns and adds up, and lua and lock keep the
+    invariant (the none control may or may not break it at this size: it is not failed)."""
+    from benchmarks import flashsale
+    from benchmarks.report import FLASHSALE_COLUMNS
+
+    sale = flashsale.Sale(customers=40, stock=10, hold_s=1, arrival_s=0.5, retries=2,
+                          retry_pause_s=0.2, think_s=(0.05, 0.2), max_s=5.0)
+    monkeypatch.setattr(flashsale, "SALE", sale)
+    code = main(["--url", ",".join(cluster.urls), "--redis-url", cluster.redis_url,
+                 "--scenario", "flashsale", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    rows = {row["strategy"]: row for row in results["scenarios"]["flashsale"]["rows"]}
+    assert code == 0 and set(rows) == {"lua", "lock", "none"}
+    for strategy, row in rows.items():
+        assert {key for key, _ in FLASHSALE_COLUMNS} <= set(row), row
+        assert row["orders"] == row["requests"]["order"] > 0, row
+        if strategy != "none":
+            assert (row["invariant"], row["violations"]) == ("ok", []), row
+            assert row["stock_left"] + row["reserved"] + row["sold"] == sale.stock, row
+            assert row["reserved"] == 0 and row["server_errors"] == 0, row
+            assert row["held"] == row["sold"] + row["expired"] + row["cancelled"], row
+            assert row["out_of_stock"] > 0 and row["sold"] > 0, row
+    assert "| lua |" in (tmp_path / "report.md").read_text()
+
+
+def test_a_flashsale_violation_fails_the_run_but_not_the_controls():
+    from benchmarks.__main__ import failed
+
+    def sale(strategy, violations):
+        return {"flashsale": {"rows": [{"strategy": strategy, "violations": violations}]}}
+
+    assert not failed(sale("lua", []))
+    assert not failed(sale("none", ["oversold"]))
+    assert failed(sale("lock", ["oversold"])) and failed(sale("lua", ["oversold"]))

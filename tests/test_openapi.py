@@ -9,10 +9,10 @@
   (no 5xx, statuses, content types, headers and bodies as described, invalid input refused,
   valid input accepted, auth enforced, ...), one operation at a time and along the
   description's links; confirms and cancels reach orders seeded for them (reserved, confirmed,
-  expiring), not only unknown ids. After every request the books of the SKUs it named balance
-  (stock >= 0, stock + reserved + sold == supplied, the confirmed order records add up to sold
-  and the reserved ones to reserved and the holds, the per-customer counts to the records);
-  after each run, those of every SKU with a key in Redis.
+  cancelled, expired), not only unknown ids. After every request the books of the SKUs it
+  named balance (stock >= 0, stock + reserved + sold == supplied, the confirmed order records
+  add up to sold and the reserved ones to reserved and the holds, the per-customer counts to
+  the records); after each run, those of every SKU with a key in Redis.
 - The answers fuzzing cannot reach (401, 403, 413, 415, replays, limits, reservations confirmed,
   cancelled and expired, 503 of each kind, ...) are made on purpose and checked against the
   description with the same checks.
@@ -522,8 +522,8 @@ def test_unbalanced_books_are_found(redis_client):
 # --- Schemathesis ----------------------------------------------------------------------------
 
 FUZZ_CONFIG = {
-    "seed": 1,  # with `deterministic`, the same cases on every run and machine
-    "generation": {"mode": "all", "max-examples": 150, "deterministic": True, "database": "none"},
+    "seed": 20261124,  # with `deterministic`, the same cases on every run and machine
+    "generation": {"mode": "all", "max-examples": 30, "deterministic": True, "database": "none"},
     "suppress-health-check": ["too_slow", "filter_too_much", "data_too_large"],
     "auth": {"openapi": {"bearerAuth": {"bearer": ADMIN_TOKEN}}},
     "phases": {"examples": {"enabled": True}, "coverage": {"enabled": True},
@@ -646,21 +646,24 @@ def to_seeded_order(case: schemathesis.Case, app: Flask) -> None:
 
 
 def test_workflows_conform(fuzzed_app, redis_client):
-    """Sequences of calls along the description's links (an order, then reading it back and
-    its SKU's stock; a stock change, then reading it): schemathesis's stateful checks on top."""
+    """Sequences of calls along the description's links (an order, then reading it back,
+    confirming or cancelling it, and reading its SKU's stock; a confirm or cancel, then the
+    other one, or reading the order or its stock; a stock change, then reading it or ordering
+    from it): schemathesis's stateful checks on top."""
 
     class Workflow(fuzzed_schema.as_state_machine()):
         def validate_response(self, response, case, additional_checks=None, **kwargs):
             check_answer(case, response, fuzzed_app, redis_client, recorder=self.recorder)
 
-    Workflow.run(settings=settings(FUZZ_SETTINGS, max_examples=60, stateful_step_count=12,
+    Workflow.run(settings=settings(FUZZ_SETTINGS, max_examples=15, stateful_step_count=8,
                                    derandomize=True, database=None))
 
 
 def check_answer(case: schemathesis.Case, response: schemathesis.Response, app: Flask,
                  redis_client: redis.Redis, **validation: Any) -> None:
     """Every check of schemathesis on the answer, then the books of the SKUs it named."""
-    # (key, sku) -> quantity: a key is scoped to its SKU.
+    # (key, sku) -> the order it was first sent with (order_fingerprint): a key is scoped to
+    # its SKU.
     bound: dict[tuple[str, object], object] = app.extensions.setdefault("keys_sent", {})
     excluded = []
     key = (case.headers or {}).get("Idempotency-Key")
