@@ -361,7 +361,10 @@ def gunicorn_hooks() -> dict:
 def test_gunicorn_makes_a_metrics_directory_of_its_own(monkeypatch, tmp_path):
     """Unset, a fresh directory per master, removed at exit; one left by a killed master is
     removed by the next one to start."""
-    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    # Set, then deleted: monkeypatch restores only what it changed, and the hook below sets
+    # the variable (a later test's subprocess would inherit a removed directory).
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     dead = subprocess.Popen(["true"])
     dead.wait()
