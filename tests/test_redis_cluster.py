@@ -32,8 +32,9 @@ def slot(key: str) -> int:
 
 def sku_keys(sku: str) -> list[str]:
     keys = SkuKeys(sku)
-    return [keys.stock, keys.sold, keys.supplied, *keys.lock_keys,
-            grant_prefix(keys.lock) + "a-token", keys.order(new_order_id(sku)),
+    return [keys.stock, keys.sold, keys.supplied, *keys.lock_keys, *keys.hold_keys,
+            keys.limit, keys.read_mark, grant_prefix(keys.lock) + "a-token",
+            keys.order(new_order_id(sku)), keys.order_prefix + "an-order-id-from-the-holds",
             keys.idempotency("any-key")]
 
 
