@@ -1,5 +1,5 @@
 -- records: the two records the order scripts keep, each layout spelled here only. Included by
--- the order scripts (not run alone); service/model.py reads both back (OrderRecord,
+-- the order scripts (not run alone); service/records.py reads both back (OrderRecord,
 -- IdempotencyRecord), with the same field names.
 
 -- Write the hash of an order at `key`. `status`: confirmed, or reserved until `expires_ms`

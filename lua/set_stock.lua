@@ -13,10 +13,11 @@
 -- ARGV[2]  new limit: an integer >= 1, '0' to remove it, '' to leave it
 -- ARGV[3]  prefix of the SKU's order hashes
 --
--- Returns {stock, reserved, sold, limit ('' = none)} after the change.
+-- Returns {stock, reserved, sold, limit ('' = none)} after the change, and the number of holds
+-- it expired.
 local sku = {stock = KEYS[1], reserved = KEYS[4], holds = KEYS[5], customers = KEYS[6],
              order_prefix = ARGV[3]}
-expire_due(sku, now_ms())
+local expired = expire_due(sku, now_ms())
 if ARGV[1] ~= '' then
   local old, new = count(KEYS[1]), tonumber(ARGV[1])
   redis.call('SET', KEYS[1], new)
@@ -29,4 +30,4 @@ elseif ARGV[2] ~= '' then
 end
 redis.call('INCR', KEYS[3])
 return {count(KEYS[1]), count(KEYS[4]), count(KEYS[8]),
-        redis.call('GET', KEYS[7]) or ''}
+        redis.call('GET', KEYS[7]) or '', expired}

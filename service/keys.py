@@ -72,7 +72,7 @@ class SkuKeys:
         return f"{self.tag}:limit"
 
     @property
-    def hold_keys(self) -> list[str]:
+    def reservation_keys(self) -> list[str]:
         """reserved, holds, customers: what the scripts of lua/holds.lua touch beside stock."""
         return [self.reserved, self.holds, self.customers]
 

@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 import redis
 from redis.cluster import RedisCluster
 
+from . import metrics
 from .config import Settings
 from .keys import SkuKeys, new_order_id, sku_of_order
 from .lock import FencedLock
 from .model import (
     UNCHANGED,
     OrderNotFound,
-    OrderRecord,
     OrderRequest,
     Outcome,
     OutcomeUnknown,
@@ -26,6 +26,7 @@ from .model import (
     Settlement,
     StockLevels,
 )
+from .records import OrderRecord
 from .redis_client import REDIS_ERRORS, ReplicaWait, read_confirmed
 from .scripts import OrderScripts
 from .strategies import Strategy, build_strategies
@@ -85,13 +86,15 @@ class OrderService:
         keys = SkuKeys(sku)
         limit_arg = "" if limit is UNCHANGED else (limit or 0)
         reply, acknowledged = self.scripts.set_stock.call_and_wait(
-            [keys.stock, keys.supplied, keys.fence, *keys.hold_keys, keys.limit, keys.sold],
+            [keys.stock, keys.supplied, keys.fence, *keys.reservation_keys, keys.limit, keys.sold],
             ["" if quantity is None else quantity, limit_arg, keys.order_prefix], self.wait)
+        *levels, expired = reply
+        metrics.holds_expired(expired)
         if not acknowledged:
             raise OutcomeUnknown(
                 f"Fewer than {self.wait.replicas} Redis replicas confirmed the new stock within "
                 f"{self.wait.timeout_ms} ms; GET /stock/{sku} tells whether it stands")
-        return StockLevels.from_reply(sku, reply)
+        return StockLevels.from_reply(sku, levels)
 
     def stock(self, sku: str) -> StockLevels:
         """The SKU's figures, read atomically, with the units of due holds back in stock; an

@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 
 from . import metrics
-from .model import RESERVED, OrderRequest, Outcome
+from .model import OrderRequest, Outcome
+from .records import RESERVED
 
 log = logging.getLogger("service.orders")
 

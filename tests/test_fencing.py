@@ -19,7 +19,7 @@ KEYS = SkuKeys(SKU)
 
 def set_stock(scripts, quantity):
     return scripts.set_stock(
-        keys=[KEYS.stock, KEYS.supplied, KEYS.fence, *KEYS.hold_keys, KEYS.limit, KEYS.sold],
+        keys=[KEYS.stock, KEYS.supplied, KEYS.fence, *KEYS.reservation_keys, KEYS.limit, KEYS.sold],
         args=[quantity, "", KEYS.order_prefix])
 
 
@@ -27,7 +27,7 @@ def commit_order(scripts, handoff, token, new_stock, order_id):
     """commit_order's (written, released) for a 1-unit confirmed order (no customer, no hold);
     ``handoff``: the holder's ARGV[1..3] (see FencedLock.handoff_args)."""
     written, released, _, _ = scripts.commit_order(
-        keys=[*KEYS.lock_keys, KEYS.stock, KEYS.sold, KEYS.order(order_id), *KEYS.hold_keys],
+        keys=[*KEYS.lock_keys, KEYS.stock, KEYS.sold, KEYS.order(order_id), *KEYS.reservation_keys],
         args=[*handoff, token, 1, new_stock, 1, order_id, SKU, "lock", "r", "t", "fp", 60, "",
               0])
     return written, released
@@ -85,7 +85,7 @@ def test_a_stock_change_fences_out_a_holder_that_read_the_old_stock(redis_client
 def place_lua(scripts, quantity, order_id, customer="", hold_s=0):
     """The `lua` strategy's place_order (no Idempotency-Key)."""
     return scripts.place_order(
-        keys=[KEYS.stock, KEYS.sold, KEYS.order(order_id), KEYS.fence, *KEYS.hold_keys,
+        keys=[KEYS.stock, KEYS.sold, KEYS.order(order_id), KEYS.fence, *KEYS.reservation_keys,
               KEYS.limit],
         args=[quantity, order_id, SKU, "lua", "r", "t", "fp", 60, customer, hold_s,
               KEYS.order_prefix])
@@ -103,14 +103,14 @@ def test_a_lua_cancel_or_expiry_fences_out_a_holder_that_read_before(redis_clien
     assert place_lua(scripts, 2, held, customer="c1", hold_s=600)[6] == "reserved"
     lock = FencedLock(redis_client, KEYS.lock, timeout=5)
     assert lock.acquire()
-    expired = scripts.expire_holds(keys=[KEYS.lock, KEYS.fence, KEYS.stock, *KEYS.hold_keys],
+    expired = scripts.expire_holds(keys=[KEYS.lock, KEYS.fence, KEYS.stock, *KEYS.reservation_keys],
                                    args=[lock.handoff_args()[0], KEYS.order_prefix])[1]
     saw = int(redis_client.get(KEYS.stock))
     assert (expired, saw) == (0, 8)
 
     if overtaker == "cancel":
         code, _, _ = scripts.settle_order(
-            keys=[KEYS.order(held), KEYS.stock, KEYS.sold, *KEYS.hold_keys, KEYS.fence],
+            keys=[KEYS.order(held), KEYS.stock, KEYS.sold, *KEYS.reservation_keys, KEYS.fence],
             args=["cancel", held, KEYS.order_prefix])
         assert code == 1
     else:

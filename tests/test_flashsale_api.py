@@ -197,3 +197,19 @@ def test_a_retried_reservation_replays_its_answer(client, books, strategy):
                          json={"sku": "mug", "customer_id": "ann", "hold_s": 30})
     assert reused.status_code == 422
     assert books("mug").reserved == 1
+
+
+@pytest.mark.parametrize("action", ["confirm", "cancel"])
+def test_a_lock_settle_written_after_the_deadline_finds_the_order_expired(make_app, books,
+                                                                           action):
+    """The holder reads the order before its deadline and writes after it (here a pause of
+    1.1 s between read and write): the write expires the hold instead."""
+    client = make_app(enable_unsafe_strategy=True, critical_section_delay_ms=1100).test_client()
+    client.put("/stock/mug", json={"quantity": 1})
+    held = order(client, "lua", "mug", hold_s=1).get_json()
+    response = settle(client, "lock", held["order_id"], action)
+    assert response.status_code == 409 and response.get_json()["order_status"] == "expired"
+    assert client.get(f"/orders/{held['order_id']}").get_json()["status"] == "expired"
+    state = books("mug")
+    assert (state.stock, state.reserved, state.sold) == (1, 0, 0)
+    state.assert_never_oversold()

@@ -32,7 +32,7 @@ def slot(key: str) -> int:
 
 def sku_keys(sku: str) -> list[str]:
     keys = SkuKeys(sku)
-    return [keys.stock, keys.sold, keys.supplied, *keys.lock_keys, *keys.hold_keys,
+    return [keys.stock, keys.sold, keys.supplied, *keys.lock_keys, *keys.reservation_keys,
             keys.limit, keys.read_mark, grant_prefix(keys.lock) + "a-token",
             keys.order(new_order_id(sku)), keys.order_prefix + "an-order-id-from-the-holds",
             keys.idempotency("any-key")]

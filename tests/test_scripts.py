@@ -32,7 +32,7 @@ def record_args(quantity=1, order_id="sku~1", fp="sku\n1", customer="", hold_s=0
 
 def place(scripts, quantity=1, order_id="sku~1", idem=False, fp="sku\n1", customer="",
           hold_s=0):
-    keys = [KEYS.stock, KEYS.sold, KEYS.order(order_id), KEYS.fence, *KEYS.hold_keys,
+    keys = [KEYS.stock, KEYS.sold, KEYS.order(order_id), KEYS.fence, *KEYS.reservation_keys,
             KEYS.limit] + ([IDEM] if idem else [])
     return scripts.place_order(
         keys=keys, args=[*record_args(quantity, order_id, fp, customer, hold_s), PREFIX])
@@ -172,7 +172,7 @@ def test_place_order_expiry_releases_the_customers_limit(fake):
 
 def settle(scripts, action, order_id="sku~h"):
     code, expired, flat = scripts.settle_order(
-        keys=[KEYS.order(order_id), KEYS.stock, KEYS.sold, *KEYS.hold_keys, KEYS.fence],
+        keys=[KEYS.order(order_id), KEYS.stock, KEYS.sold, *KEYS.reservation_keys, KEYS.fence],
         args=[action, order_id, PREFIX])
     return code, expired, dict(zip(flat[::2], flat[1::2], strict=True))
 
@@ -233,7 +233,7 @@ def test_settle_order_of_no_order(fake):
 def commit(scripts, token, decision=1, stock=9, idem=False, holder="", customer="",
            hold_s=0):
     """commit_order's reply: written, released, status, expires_ms."""
-    keys = [*KEYS.lock_keys, KEYS.stock, KEYS.sold, KEYS.order("sku~1"), *KEYS.hold_keys] + (
+    keys = [*KEYS.lock_keys, KEYS.stock, KEYS.sold, KEYS.order("sku~1"), *KEYS.reservation_keys] + (
         [IDEM] if idem else [])
     return scripts.commit_order(
         keys=keys, args=[holder, 1000, "g:", token, decision, stock,
@@ -290,8 +290,8 @@ def test_commit_order_books_a_hold_and_a_limit_decision(fake):
 
 def commit_settle(scripts, token, action, stock=0, holder="", order_id="sku~h"):
     return scripts.commit_settle(
-        keys=[*KEYS.lock_keys, KEYS.order(order_id), KEYS.stock, KEYS.sold, *KEYS.hold_keys],
-        args=[holder, 1000, "g:", token, action, stock, order_id])
+        keys=[*KEYS.lock_keys, KEYS.order(order_id), KEYS.stock, KEYS.sold, *KEYS.reservation_keys],
+        args=[holder, 1000, "g:", token, action, stock, order_id, PREFIX])
 
 
 def test_commit_settle_needs_the_newest_token(fake):
@@ -300,9 +300,9 @@ def test_commit_settle_needs_the_newest_token(fake):
     reserve(client, scripts, quantity=2, customer="c1")
     client.set(KEYS.lock, "me")
     before = state(client)
-    assert commit_settle(scripts, 0, "cancel", stock=5) == [0, 0]  # the fence is at 1
+    assert commit_settle(scripts, 0, "cancel", stock=5) == [0, 0, 0]  # the fence is at 1
     assert state(client) == before
-    assert commit_settle(scripts, 1, "cancel", stock=5, holder="me") == [1, 1]
+    assert commit_settle(scripts, 1, "cancel", stock=5, holder="me") == [1, 1, 0]
     assert books(client) == (5, 0, 0, 1)  # the holder's own write leaves the fence
     assert client.hget(KEYS.order("sku~h"), "status") == "cancelled"
     assert not client.exists(KEYS.holds) and not client.exists(KEYS.customers)
@@ -315,9 +315,9 @@ def test_commit_settle_confirms_or_only_releases(fake):
     reserve(client, scripts, quantity=2, customer="c1")
     client.set(KEYS.lock, "me")
     before = state(client)
-    assert commit_settle(scripts, 1, "", holder="other") == [1, 0]  # nothing to write
+    assert commit_settle(scripts, 1, "", holder="other") == [1, 0, 0]  # nothing to write
     assert state(client) == before
-    assert commit_settle(scripts, 1, "confirm") == [1, 0]
+    assert commit_settle(scripts, 1, "confirm") == [1, 0, 0]
     assert books(client) == (3, 0, 2, 1)
     assert client.hget(KEYS.order("sku~h"), "status") == "confirmed"
     assert client.hgetall(KEYS.customers) == {"c1": "2"} and not client.exists(KEYS.holds)
@@ -325,7 +325,7 @@ def test_commit_settle_confirms_or_only_releases(fake):
 
 def expire_holds(scripts, token):
     return scripts.expire_holds(
-        keys=[KEYS.lock, KEYS.fence, KEYS.stock, *KEYS.hold_keys], args=[token, PREFIX])
+        keys=[KEYS.lock, KEYS.fence, KEYS.stock, *KEYS.reservation_keys], args=[token, PREFIX])
 
 
 @pytest.fixture
@@ -385,13 +385,13 @@ def test_read_stock_counts_due_holds_as_back_in_stock(fake):
 
 def set_stock(scripts, quantity, limit=""):
     return scripts.set_stock(
-        keys=[KEYS.stock, KEYS.supplied, KEYS.fence, *KEYS.hold_keys, KEYS.limit, KEYS.sold],
+        keys=[KEYS.stock, KEYS.supplied, KEYS.fence, *KEYS.reservation_keys, KEYS.limit, KEYS.sold],
         args=[quantity, limit, PREFIX])
 
 
 def test_set_stock_balances_supplied_and_bumps_the_fence(fake):
     client, scripts = fake
-    assert set_stock(scripts, 10) == [10, 0, 0, ""]
+    assert set_stock(scripts, 10) == [10, 0, 0, "", 0]
     client.decrby(KEYS.stock, 4)  # as if 4 were sold
     set_stock(scripts, 8)
     assert client.get(KEYS.supplied) == "12"  # 10, then + (8 - 6)
@@ -400,12 +400,12 @@ def test_set_stock_balances_supplied_and_bumps_the_fence(fake):
 
 def test_set_stock_sets_leaves_and_removes_the_limit(fake):
     client, scripts = fake
-    assert set_stock(scripts, "", "3") == [0, 0, 0, "3"]  # the stock left as it is
+    assert set_stock(scripts, "", "3") == [0, 0, 0, "3", 0]  # the stock left as it is
     assert client.get(KEYS.stock) is None and client.get(KEYS.supplied) is None
-    assert set_stock(scripts, 10) == [10, 0, 0, "3"]  # the limit left as it is
-    assert set_stock(scripts, "", "5") == [10, 0, 0, "5"]
+    assert set_stock(scripts, 10) == [10, 0, 0, "3", 0]  # the limit left as it is
+    assert set_stock(scripts, "", "5") == [10, 0, 0, "5", 0]
     assert client.get(KEYS.supplied) == "10"
-    assert set_stock(scripts, "", "0") == [10, 0, 0, ""]
+    assert set_stock(scripts, "", "0") == [10, 0, 0, "", 0]
     assert not client.exists(KEYS.limit)
     assert client.get(KEYS.fence) == "4"  # every call
 
@@ -415,9 +415,9 @@ def test_set_stock_expires_due_holds_first(fake):
     set_stock(scripts, 10)
     reserve(client, scripts, "sku~live", quantity=3, customer="c2")
     reserve(client, scripts, "sku~h", quantity=2, customer="c1", due=True)
-    assert set_stock(scripts, "") == [7, 3, 0, ""]  # the 2 due units are back
+    assert set_stock(scripts, "") == [7, 3, 0, "", 1]  # the 2 due units are back: 1 hold
     assert client.hget(KEYS.order("sku~h"), "status") == "expired"
-    assert set_stock(scripts, 4) == [4, 3, 0, ""]
+    assert set_stock(scripts, 4) == [4, 3, 0, "", 0]
     assert client.get(KEYS.supplied) == "7"  # stock 4 + reserved 3: the books balance
 
 
@@ -559,7 +559,20 @@ def test_a_lua_confirm_fences_out_a_holder_that_read_the_reservation(fake):
     read_at = int(client.get(KEYS.fence))  # the holder's token when it read
     assert settle(scripts, "confirm")[0] == 1
     before = state(client)
-    assert commit_settle(scripts, read_at, "cancel", stock=1) == [0, 0]
-    assert commit_settle(scripts, read_at, "confirm") == [0, 0]
+    assert commit_settle(scripts, read_at, "cancel", stock=1) == [0, 0, 0]
+    assert commit_settle(scripts, read_at, "confirm") == [0, 0, 0]
     assert state(client) == before
     assert books(client)[:3] == (0, 0, 1)
+
+
+@pytest.mark.parametrize("action", ["confirm", "cancel"])
+def test_commit_settle_past_the_deadline_expires_instead(fake, action):
+    """The holder read the order before its deadline; the write comes after it (a slow round
+    trip, a WAIT). The hold expires there, whatever the holder decided."""
+    client, scripts = fake
+    client.set(KEYS.stock, 5)
+    reserve(client, scripts, quantity=2, customer="c1", due=True)
+    assert commit_settle(scripts, 1, action, stock=5) == [1, 0, 1]
+    assert books(client) == (5, 0, 0, 1)  # back in stock; the holder's token stays the newest
+    assert client.hget(KEYS.order("sku~h"), "status") == "expired"
+    assert not client.exists(KEYS.holds) and not client.exists(KEYS.customers)

@@ -82,7 +82,8 @@ def test_one_module_loads_no_flask():
 
 
 # Below the HTTP layer: what the domain is made of.
-DOMAIN = {"service.model", "service.orders", "service.strategies", "service.strategies.lock",
+DOMAIN = {"service.model", "service.records", "service.orders", "service.strategies",
+          "service.strategies.lock",
           "service.strategies.lua", "service.strategies.none",
           "service.strategies.read_decide_write", "service.lock",
           "service.watchdog", "service.scripts", "service.keys", "service.config",

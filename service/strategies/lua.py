@@ -9,13 +9,13 @@ from ..model import (
     CustomerRequired,
     IdempotencyKeyReused,
     OrderNotFound,
-    OrderRecord,
     OrderStateConflict,
     Outcome,
     OutcomeUnknown,
     PendingOrder,
     Settlement,
 )
+from ..records import OrderRecord
 from ..redis_client import ReplicaWait
 from ..scripts import OrderScripts
 
@@ -31,7 +31,7 @@ class LuaStrategy:
     def place(self, order: PendingOrder) -> Outcome:
         keys = order.keys
         reply, acknowledged = self.place_order.call_and_wait(
-            [keys.stock, keys.sold, keys.order(order.order_id), keys.fence, *keys.hold_keys,
+            [keys.stock, keys.sold, keys.order(order.order_id), keys.fence, *keys.reservation_keys,
              keys.limit, *order.idempotency_keys],
             [*order.record_args, keys.order_prefix], self.wait,
             mark=keys.read_mark,  # a replay writes nothing
@@ -54,7 +54,7 @@ class LuaStrategy:
     def settle(self, sku: str, order_id: str, action: str) -> Settlement:
         keys = SkuKeys(sku)
         reply, acknowledged = self.settle_order.call_and_wait(
-            [keys.order(order_id), keys.stock, keys.sold, *keys.hold_keys, keys.fence],
+            [keys.order(order_id), keys.stock, keys.sold, *keys.reservation_keys, keys.fence],
             [action, order_id, keys.order_prefix], self.wait, mark=keys.read_mark)
         code, expired, fields = reply
         metrics.holds_expired(expired)

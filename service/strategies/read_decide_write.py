@@ -8,6 +8,7 @@ anything is decided); the writes are ``lua/commit_order.lua`` for an order and
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,21 +24,17 @@ from ..lock import FencedLock
 from ..model import (
     CREATED,
     CUSTOMER_LIMIT,
-    IDEMPOTENCY_FIELDS,
     OUT_OF_STOCK,
-    RESERVED,
-    SETTLED,
     CustomerRequired,
-    IdempotencyRecord,
     LockLost,
     OrderNotFound,
-    OrderRecord,
     OrderStateConflict,
     Outcome,
     OutcomeUnknown,
     PendingOrder,
     Settlement,
 )
+from ..records import EXPIRED, IDEMPOTENCY_FIELDS, RESERVED, SETTLED, IdempotencyRecord, OrderRecord
 from ..redis_client import ReplicaWait
 from ..scripts import OrderScripts
 
@@ -64,7 +61,7 @@ class ReadDecideWrite:
         """First of every read: expire the due holds (see lua/expire_holds.lua; ``token`` is
         the caller's lock token, '' without a lock). EVALSHA: a Redis that lost its scripts
         answers NOSCRIPT, and ``loaded`` loads it and tries again."""
-        script_keys = [keys.lock, keys.fence, keys.stock, *keys.hold_keys]
+        script_keys = [keys.lock, keys.fence, keys.stock, *keys.reservation_keys]
         pipe.evalsha(self.expire_holds.sha, len(script_keys), *script_keys,
                      token, keys.order_prefix)
 
@@ -137,7 +134,7 @@ class ReadDecideWrite:
             (written, released, status, expires), acknowledged = \
                 self.commit_order.call_and_wait(
                     [*keys.lock_keys, keys.stock, keys.sold, keys.order(order.order_id),
-                     *keys.hold_keys, *order.idempotency_keys],
+                     *keys.reservation_keys, *order.idempotency_keys],
                     [*self._handoff(lock), DECISIONS[result], stock_left, *order.record_args],
                     self.wait)
             self._written(lock, written, released, acknowledged, request.sku, "order",
@@ -159,13 +156,16 @@ class ReadDecideWrite:
         if order.status != RESERVED:
             raise OrderStateConflict(order, action)
         self._pause()
-        (written, released), acknowledged = self.commit_settle.call_and_wait(
-            [*keys.lock_keys, keys.order(order_id), keys.stock, keys.sold, *keys.hold_keys],
-            [*self._handoff(lock), action, int(stock or 0) + order.quantity, order_id],
+        (written, released, expired), acknowledged = self.commit_settle.call_and_wait(
+            [*keys.lock_keys, keys.order(order_id), keys.stock, keys.sold, *keys.reservation_keys],
+            [*self._handoff(lock), action, int(stock or 0) + order.quantity, order_id,
+             keys.order_prefix],
             self.wait)
         self._written(lock, written, released, acknowledged, keys.sku, action, order_id)
-        return Settlement(OrderRecord.from_hash({**fields, "status": SETTLED[action]}),
-                          changed=True)
+        if expired:  # its deadline passed before the write: expired instead, by the write
+            metrics.holds_expired(1)
+            raise OrderStateConflict(dataclasses.replace(order, status=EXPIRED), action)
+        return Settlement(dataclasses.replace(order, status=SETTLED[action]), changed=True)
 
     def _handoff(self, lock: FencedLock | None) -> list[Any]:
         """ARGV[1..4] of both commit scripts: the lock's hand-off and the fencing token."""
