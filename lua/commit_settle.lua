@@ -14,9 +14,10 @@
 -- ARGV[6]  stock value decided by the caller for a cancel (the stock it saw + the quantity)
 -- ARGV[7]  the order's id    ARGV[8] prefix of the SKU's order hashes
 --
--- Returns {written, released, expired}: written and released as commit_order; expired 1 when
--- the order's deadline passed between the caller's read and this write (a slow round trip, a
--- WAIT): its hold is expired here instead (with any other due one), and the decision dropped.
+-- Returns {written, released, expired}: written and released as commit_order; expired > 0
+-- when the order's deadline passed between the caller's read and this write (a slow round
+-- trip, a WAIT): its hold is expired here instead, with any other due one (expired counts
+-- them), and the decision dropped.
 local plan = nil
 if ARGV[1] ~= '' then
   plan = plan_release_if_held(ARGV[1], ARGV[3])
@@ -30,8 +31,7 @@ elseif ARGV[5] ~= '' then
   local now = now_ms()
   local deadline = tonumber(redis.call('ZSCORE', KEYS[9], ARGV[7]))
   if deadline and deadline <= now then
-    expire_due(sku, now)  -- inside the caller's lock: its own token stays the newest
-    expired = 1
+    expired = expire_due(sku, now)  -- inside the caller's lock: its token stays the newest
   else
     settle(sku, KEYS[5], ARGV[7], ARGV[5])
     if ARGV[5] == 'cancel' then

@@ -163,7 +163,7 @@ class ReadDecideWrite:
             self.wait)
         self._written(lock, written, released, acknowledged, keys.sku, action, order_id)
         if expired:  # its deadline passed before the write: expired instead, by the write
-            metrics.holds_expired(1)
+            metrics.holds_expired(expired)
             raise OrderStateConflict(dataclasses.replace(order, status=EXPIRED), action)
         return Settlement(dataclasses.replace(order, status=SETTLED[action]), changed=True)
 
