@@ -4,6 +4,7 @@ a real gunicorn replica (gunicorn.conf.py's post_worker_init) against a real red
 from __future__ import annotations
 
 import hashlib
+import runpy
 import threading
 import urllib.error
 import urllib.request
@@ -11,7 +12,7 @@ import urllib.request
 import pytest
 
 from harness.http import http_json
-from harness.replicas import LocalReplicas
+from harness.replicas import ROOT, LocalReplicas
 from service.keys import SkuKeys, queue_key
 from service.lock import FencedLock
 from service.scripts import OrderScripts
@@ -37,6 +38,20 @@ def test_a_worker_is_warm_before_its_first_request():
         replica = cluster.replicas[0].replica_id
         named = [c for c in admin.client_list() if c.get("name") == replica]
         assert len(named) >= THREADS, "a Redis connection per thread, opened in advance"
+
+
+def test_the_first_requests_change_nothing_and_compile_the_url_map(make_app, redis_client,
+                                                                   caplog):
+    """gunicorn.conf.py's warm-up requests: Flask's URL map is compiled by them, and Redis,
+    the order metrics and the order log are as they were."""
+    hooks = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    app = make_app()
+    assert app.url_map._remap  # not compiled before the first request
+    caplog.set_level("INFO", logger="service.orders")
+    hooks["_first_requests"](app)
+    assert not app.url_map._remap
+    assert redis_client.keys("*") == []
+    assert not [r for r in caplog.records if r.name == "service.orders"]
 
 
 def order(url: str, sku: str, finished: list[int]) -> None:
