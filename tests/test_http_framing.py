@@ -103,8 +103,10 @@ def _hex(data: bytes) -> bytes:
 
 
 # (id, method, target, body, framing, half_close): each a broken framing of a body that
-# would otherwise be a valid order or stock change.
-TARGETS = [("POST", "/orders", ORDER), ("PUT", f"/stock/{SKU}", STOCK)]
+# would otherwise be a valid order, stock change or confirm.
+TARGETS = [("POST", "/orders", ORDER), ("PUT", f"/stock/{SKU}", STOCK),
+           # no such order (well framed: a 404): the body is read, and refused, first
+           ("POST", f"/orders/{SKU}~{'0' * 20}/confirm", b"{}")]
 FRAMINGS = [
     ("chunk-size-not-hex", lambda d: chunked(b"zz", d, b"\r\n0\r\n\r\n"), False),
     ("chunk-size-empty", lambda d: chunked(b"", d, b"\r\n0\r\n\r\n"), False),
@@ -155,7 +157,7 @@ def assert_problem(reply: Reply, status: int) -> dict[str, object]:
     return problem
 
 
-@pytest.mark.parametrize("method,target,data", TARGETS, ids=["order", "stock"])
+@pytest.mark.parametrize("method,target,data", TARGETS, ids=["order", "stock", "confirm"])
 @pytest.mark.parametrize("name,frame,half_close", FRAMINGS, ids=[f[0] for f in FRAMINGS])
 def test_broken_body_framing_is_a_400_and_the_connection_closes(
         unchanged, method, target, data, name, frame, half_close):
