@@ -4,8 +4,9 @@ A master, its replica and 3 Sentinels (harness/sentinel.py), or a 3-master Redis
 a replica per master (harness/redis_cluster.py); the service's domain follows the Sentinels or
 the slot map. Orders flow, the replication link stalls, the master is killed, the replica is
 promoted, the old master comes back as its replica, orders flow again. Every order a customer
-was told was created must be on the new master, and (``lock``) no fencing token a holder
-wrote with may be above the new master's counter. The control, WAIT off, breaks both: the
+was told was created must be on the new master, every reservation a customer was told was
+confirmed must be confirmed there, and (``lock``) no fencing token a holder wrote with may be
+above the new master's counter. The control, WAIT off, breaks both: the
 same assertions fail.
 """
 
@@ -22,7 +23,7 @@ from harness.redis_cluster import RedisClusterNodes
 from harness.sentinel import SentinelRedis
 from service.config import Settings
 from service.keys import SkuKeys
-from service.model import LockLost, LockTimeout, OrderRequest, OutcomeUnknown
+from service.model import LockLost, LockTimeout, OrderNotFound, OrderRequest, OutcomeUnknown
 from service.orders import OrderService
 from service.redis_client import REDIS_ERRORS, connect
 from service.strategies.read_decide_write import ReadDecideWrite
@@ -34,11 +35,14 @@ STOCK = 1_000_000
 
 
 def shop(service: OrderService, strategy: str, stop: threading.Event, told: list[str],
-         unknown: list[str]) -> None:
+         unknown: list[str], paid: list[str] | None = None) -> None:
     """One customer after another, each retrying its order under its own key until it gets an
-    answer that settles it (created, or refused for good)."""
+    answer that settles it (created, or refused for good). With ``paid``, each order is a
+    reservation that the customer then confirms, retrying until a confirm is answered."""
     while not stop.is_set():
-        request = OrderRequest(SKU, 1, strategy, "test", idempotency_key=uuid.uuid4().hex)
+        request = OrderRequest(SKU, 1, strategy, "test", idempotency_key=uuid.uuid4().hex,
+                               hold_s=3600 if paid is not None else None)
+        created = None
         for _ in range(200):
             try:
                 outcome = service.place_order(request)
@@ -49,17 +53,47 @@ def shop(service: OrderService, strategy: str, stop: threading.Event, told: list
             else:
                 if outcome.created:
                     told.append(outcome.order_id)
+                    created = outcome.order_id
                 break
             if stop.is_set():
                 break
             time.sleep(0.02)
+        if created is not None and paid is not None:
+            pay(service, strategy, stop, created, paid, unknown)
+
+
+def pay(service: OrderService, strategy: str, stop: threading.Event, order_id: str,
+        paid: list[str], unknown: list[str]) -> None:
+    """Confirm ``order_id`` until an answer says it is confirmed (a confirm is idempotent)."""
+    for _ in range(200):
+        try:
+            service.settle(order_id, "confirm", strategy)
+        except OutcomeUnknown:
+            unknown.append(order_id)
+        except (LockTimeout, LockLost, OrderNotFound, *REDIS_ERRORS):
+            pass  # OrderNotFound: the order itself did not survive; its loss is counted
+        else:
+            paid.append(order_id)
+            return
+        if stop.is_set():
+            return
+        time.sleep(0.02)
 
 
 class Run:
     def __init__(self, told: set[str], books: Books, unknown: list[str], fences_used: list[int],
-                 fence_after: int) -> None:
+                 fence_after: int, paid: set[str]) -> None:
         self.told, self.books, self.unknown = told, books, unknown
         self.fences_used, self.fence_after = fences_used, fence_after
+        self.paid = paid
+
+    @property
+    def unpaid(self) -> set[str]:
+        """Reservations a customer was told were confirmed that the new master does not have
+        confirmed (or at all)."""
+        confirmed = {order["order_id"] for order in self.books.orders
+                     if order.get("status") == "confirmed"}
+        return self.paid - confirmed
 
     @property
     def lost(self) -> set[str]:
@@ -111,9 +145,11 @@ def _run(env: dict[str, str], strategy: str, wait_replicas: int, fences_used: li
                                  replica_id="test")
     service = OrderService(settings, connect(settings))
     service.set_stock(SKU, STOCK)
-    stop, told, unknown = threading.Event(), [], []
-    customers = [threading.Thread(target=shop, args=(service, strategy, stop, told, unknown))
-                 for _ in range(4)]
+    stop, told, unknown, paid = threading.Event(), [], [], []
+    # Two customers place plain orders; two reserve, then pay (confirm) for each reservation.
+    customers = [threading.Thread(target=shop, args=(service, strategy, stop, told, unknown,
+                                                     paid if n % 2 else None))
+                 for n in range(4)]
     for customer in customers:
         customer.start()
     try:
@@ -137,7 +173,7 @@ def _run(env: dict[str, str], strategy: str, wait_replicas: int, fences_used: li
             customer.join(30)
     with books_client(replica) as client:
         books = Books(client, SKU)
-    return Run(set(told), books, unknown, fences_before_kill, fence_after)
+    return Run(set(told), books, unknown, fences_before_kill, fence_after, set(paid))
 
 
 RUNS = [pytest.param(topology, strategy, id=f"{topology}-{strategy}")
@@ -152,6 +188,9 @@ def test_without_wait_acknowledged_orders_are_lost_in_a_fail_over(topology, stra
     assert run.told, "no order was created"
     with pytest.raises(AssertionError):
         assert run.lost == set()
+    assert run.paid, "no reservation was confirmed"
+    with pytest.raises(AssertionError):
+        assert run.unpaid == set()
     if strategy == "lock":
         with pytest.raises(AssertionError):
             assert run.fences_above_counter == []
@@ -164,6 +203,8 @@ def test_with_wait_every_acknowledged_order_survives_the_fail_over(topology, str
     assert run.told, "no order was created"
     assert run.unknown, "no answer was withheld: the stall did not bite"
     assert run.lost == set()
+    assert run.paid, "no reservation was confirmed"
+    assert run.unpaid == set()
     if strategy == "lock":
         assert run.fences_used, "no lock order was acknowledged"
         assert run.fences_above_counter == []
