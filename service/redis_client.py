@@ -17,6 +17,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from .config import Settings
+from .model import OutcomeUnknown
 
 # What a failing Redis raises: a cluster client's own errors (no slot map, a slot nobody
 # serves) do not derive from RedisError.
@@ -138,6 +139,14 @@ class ReplicaWait:
 
     def confirmed(self, acknowledged: int) -> bool:
         return int(acknowledged) >= self.replicas
+
+    def unconfirmed(self, what: str, order_id: str | None) -> OutcomeUnknown:
+        """What a write of ``what`` (an order, a confirm, ...) too few replicas acknowledged
+        answers: its outcome is unknown, and ``order_id`` is where to look it up."""
+        return OutcomeUnknown(
+            f"Fewer than {self.replicas} Redis replicas confirmed this {what} within "
+            f"{self.timeout_ms} ms; it may or may not stand: GET /orders/<order_id> or a retry "
+            "with the same Idempotency-Key tells", order_id=order_id)
 
 
 def read_confirmed(client: redis.Redis | RedisCluster, key: str, mark: str,

@@ -11,7 +11,6 @@ from ..model import (
     OrderNotFound,
     OrderStateConflict,
     Outcome,
-    OutcomeUnknown,
     PendingOrder,
     Settlement,
 )
@@ -39,11 +38,7 @@ class LuaStrategy:
         code, replayed, order_id, stock_left, strategy, replica, status, expires, expired = reply
         metrics.holds_expired(expired)
         if not acknowledged:
-            raise OutcomeUnknown(
-                f"Fewer than {self.wait.replicas} Redis replicas confirmed this order within "
-                f"{self.wait.timeout_ms} ms; it may or may not stand: GET /orders/<order_id> "
-                "or a retry with the same Idempotency-Key tells",
-                order_id=order_id or order.order_id)
+            raise self.wait.unconfirmed("order", order_id or order.order_id)
         if code == -1:
             raise IdempotencyKeyReused()
         if code == -2:
@@ -62,10 +57,7 @@ class LuaStrategy:
             raise OrderNotFound(f"No order {order_id!r}")
         record = OrderRecord.from_flat(fields)
         if not acknowledged:
-            raise OutcomeUnknown(
-                f"Fewer than {self.wait.replicas} Redis replicas confirmed this {action} within "
-                f"{self.wait.timeout_ms} ms; it may or may not stand: GET /orders/{order_id} "
-                "tells", order_id=order_id)
+            raise self.wait.unconfirmed(action, order_id)
         if code == 2:
             raise OrderStateConflict(record, action)
         return Settlement(record, changed=code == 1)

@@ -30,7 +30,6 @@ from ..model import (
     OrderNotFound,
     OrderStateConflict,
     Outcome,
-    OutcomeUnknown,
     PendingOrder,
     Settlement,
 )
@@ -183,7 +182,4 @@ class ReadDecideWrite:
             raise LockLost(f"The lock on {sku} passed to another holder before this {what} "
                            "was written; nothing was recorded")
         if not acknowledged:
-            raise OutcomeUnknown(
-                f"Fewer than {self.wait.replicas} Redis replicas confirmed this {what} within "
-                f"{self.wait.timeout_ms} ms; it may or may not stand: GET /orders/<order_id> "
-                "or a retry with the same Idempotency-Key tells", order_id=order_id)
+            raise self.wait.unconfirmed(what, order_id)
