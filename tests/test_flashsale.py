@@ -16,6 +16,8 @@ from harness.books import Books
 from harness.load import run_burst
 from harness.replicas import LocalReplicas
 
+from .backends import RACE_ENV
+
 pytestmark = pytest.mark.slow
 
 CUSTOMERS, ORDERS_EACH, STOCK, LIMIT = 8, 5, 10, 2
@@ -23,10 +25,7 @@ CUSTOMERS, ORDERS_EACH, STOCK, LIMIT = 8, 5, 10, 2
 
 @pytest.fixture(scope="module", params=["single", "cluster"])
 def shop(request):
-    # The unsafe control is enabled, and a 10 ms pause between read and write (in `lock` and
-    # `none`) widens the race window, so `none` breaks every time instead of by chance.
-    env = {"ENABLE_UNSAFE_STRATEGY": "1", "CRITICAL_SECTION_DELAY_MS": "10"}
-    with LocalReplicas(replicas=3, env=env, redis=request.param) as running:
+    with LocalReplicas(replicas=3, env=RACE_ENV, redis=request.param) as running:
         yield running
 
 

@@ -12,17 +12,14 @@ from harness.experiment import run_seed
 from harness.load import burst, run_burst
 from harness.replicas import LocalReplicas
 
-from .backends import BACKENDS
+from .backends import BACKENDS, RACE_ENV
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def cluster(request):
-    # The unsafe control is enabled, and a 10 ms pause between read and write (in `lock` and
-    # `none`) widens the race window, so `none` oversells every time instead of by chance.
-    env = {"ENABLE_UNSAFE_STRATEGY": "1", "CRITICAL_SECTION_DELAY_MS": "10"}
-    with LocalReplicas(replicas=3, env=env, redis=request.param) as running:
+    with LocalReplicas(replicas=3, env=RACE_ENV, redis=request.param) as running:
         yield running
 
 

@@ -294,11 +294,18 @@ def commit_settle(scripts, token, action, stock=0, holder="", order_id="sku~h"):
         args=[holder, 1000, "g:", token, action, stock, order_id, PREFIX])
 
 
-def test_commit_settle_needs_the_newest_token(fake):
+@pytest.fixture
+def held_under_lock(fake):
+    """5 in stock, 2 of them reserved for c1 (order sku~h), the SKU's lock held by "me"."""
     client, scripts = fake
     client.set(KEYS.stock, 5)
     reserve(client, scripts, quantity=2, customer="c1")
     client.set(KEYS.lock, "me")
+    return client, scripts
+
+
+def test_commit_settle_needs_the_newest_token(held_under_lock):
+    client, scripts = held_under_lock
     before = state(client)
     assert commit_settle(scripts, 0, "cancel", stock=5) == [0, 0, 0]  # the fence is at 1
     assert state(client) == before
@@ -309,11 +316,8 @@ def test_commit_settle_needs_the_newest_token(fake):
     assert not client.exists(KEYS.lock)
 
 
-def test_commit_settle_confirms_or_only_releases(fake):
-    client, scripts = fake
-    client.set(KEYS.stock, 5)
-    reserve(client, scripts, quantity=2, customer="c1")
-    client.set(KEYS.lock, "me")
+def test_commit_settle_confirms_or_only_releases(held_under_lock):
+    client, scripts = held_under_lock
     before = state(client)
     assert commit_settle(scripts, 1, "", holder="other") == [1, 0, 0]  # nothing to write
     assert state(client) == before
