@@ -61,7 +61,10 @@ def crash_redis_mid_run(strategy, durable):
     """Orders, then Redis is killed (SIGKILL) and restarted on the same port and files, then
     more orders. Returns (statuses while down, ids answered 201, what GET /orders says)."""
     with RedisServer(durable=durable) as server:
-        env = {"REDIS_TIMEOUT_MS": "300"}
+        # Down, Redis refuses connections at once: the timeout does not make those 503s. Up,
+        # every write waits for its fsync (durable AOF), which a busy disk can stretch past
+        # 300 ms: a second keeps the orders before the crash from timing out.
+        env = {"REDIS_TIMEOUT_MS": "1000"}
         with LocalReplicas(replicas=3, redis_url=server.url, env=env) as cluster:
             sku = f"restart-{strategy}"
             run_burst(cluster.urls[:1], 1, f"/stock/{sku}", method="PUT",
