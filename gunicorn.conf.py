@@ -7,13 +7,22 @@ from the environment without editing this file.
 import os
 
 bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
-# Threads, not processes, carry the concurrency: a request mostly waits on Redis.
-worker_class = "gthread"
+# gevent by default: every connection is a greenlet on the worker's one thread, and a
+# request that waits on Redis (or for a SKU's lock) gives the thread to the next one. It took
+# a `lua` order for a third less CPU than gthread's 16 threads, whose accepting thread and
+# pool hand every keep-alive request between them: about 80 futex calls a request, on two
+# cores (docs/benchmark/hot-path.md). GUNICORN_WORKER_CLASS=gthread keeps threads.
+DEFAULT_WORKER_CLASS = "gevent"
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", DEFAULT_WORKER_CLASS).strip()
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-# 16: with 32, the same route measured up to 18 % slower (more threads contending for the
-# GIL; docs/benchmark/hot-path.md). With LOCK_WAITERS=auto (as in k8s/) all but two may wait
-# for a SKU's lock at once, and a lock order beyond that is shed with a 503.
+# gevent: connections (and so requests) a worker serves at once; the next wait in the backlog.
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+# gthread only. 16: with 32, the same route measured up to 18 % slower (more threads
+# contending for the GIL). With LOCK_WAITERS=auto (as in k8s/) all but two may wait for a
+# SKU's lock at once, and a lock order beyond that is shed with a 503.
 threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+# Redis connections a worker opens before its first request (more open as a burst needs them).
+WARM_CONNECTIONS = 16
 # A request is bounded by LOCK_WAIT_MS + a few Redis timeouts; 30 s only catches a stuck worker.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
@@ -103,17 +112,19 @@ def _first_requests(app):
 
 def post_worker_init(worker):
     """Warm the worker before it takes its first request, so the first burst after a deploy
-    or a scale-up is not the slow one: the service loads its scripts into Redis, opens a
-    Redis connection per thread and caps its lock waiters (OrderService.prepare_worker); a
-    few requests that change nothing pay the app's own first-time costs; and every thread of
-    the pool is started now rather than one by one under the burst."""
+    or a scale-up is not the slow one: the service loads its scripts into Redis, opens Redis
+    connections and caps its lock waiters at what the worker serves at once
+    (OrderService.prepare_worker); a few requests that change nothing pay the app's own
+    first-time costs; and under gthread every thread of the pool is started now rather than one
+    by one under the burst."""
+    pool = getattr(worker, "tpool", None)  # gthread's thread pool; gevent has none
+    at_once = worker.cfg.threads if pool is not None else worker.cfg.worker_connections
     extensions = getattr(worker.wsgi, "extensions", {})
     service = extensions.get("order_service")
     if service is not None:
-        service.prepare_worker(worker.cfg.threads)
+        service.prepare_worker(at_once, min(at_once, WARM_CONNECTIONS))
         _first_requests(worker.wsgi)
-    pool = getattr(worker, "tpool", None)
-    if pool is not None:  # gthread: submitted together, each task gets a thread of its own
+    if pool is not None:  # submitted together, each task gets a thread of its own
         import time
 
         list(pool.map(time.sleep, [0.01] * worker.cfg.threads))

@@ -10,6 +10,7 @@ in ``scenarios.py``, the goals they are checked against in ``goals.py``, the rep
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -119,9 +120,11 @@ def measure(args: argparse.Namespace, target: Target, redis_version: str, starte
                        "strategies": args.strategies, "concurrency": args.concurrency,
                        "seconds per level": args.duration, "spread SKUs": args.spread_skus,
                        "metrics rounds": args.metrics_rounds,
-                       "gunicorn workers x threads per replica":
-                           f"{local.workers or 'default'} x {local.threads or 'default'}"
-                           if local else "n/a",
+                       "gunicorn workers per replica": (local.workers or "default")
+                       if local else "n/a",
+                       "gunicorn worker class": (os.environ.get("GUNICORN_WORKER_CLASS")
+                                                 or "gevent (gunicorn.conf.py)")
+                       if local else "n/a",
                        "url": args.url or "local replicas",
                        "redis": (f"Redis Cluster, {args.masters} masters"
                                  if args.redis == "cluster" else "one redis-server")},

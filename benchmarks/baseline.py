@@ -5,7 +5,7 @@ same load client at the same concurrency, in alternating rounds (so a slow spell
 machine falls on all of them):
 
 - ``service``: the service as shipped (``gunicorn -c gunicorn.conf.py 'service:create_app()'``
-  with its default workers and threads), strategy lua;
+  with its default workers and worker class), strategy lua;
 - ``baseline, same settings``: the ten-line route of ``baseline_app.py`` under the same
   gunicorn.conf.py: the service's overhead is measured against this one;
 - ``baseline, plain gunicorn``: the same route under ``gunicorn -k gthread -w 2 --threads 16``

@@ -140,24 +140,25 @@ class OrderService:
                 failure = type(exc).__name__
         return failure
 
-    def prepare_worker(self, threads: int) -> None:
-        """Make a worker of ``threads`` threads ready for its first burst before it takes a
-        request: every script loaded into Redis (no NOSCRIPT round trip on a first call), one
-        Redis connection per thread opened, and lock waiters capped (``lock_waiters``).
+    def prepare_worker(self, at_once: int, connections: int) -> None:
+        """Make a worker that serves ``at_once`` requests at once (gthread's threads, gevent's
+        connections) ready for its first burst before it takes a request: every script loaded
+        into Redis (no NOSCRIPT round trip on a first call), ``connections`` Redis connections
+        opened, and lock waiters capped (``lock_waiters``).
 
         Called by gunicorn.conf.py once per worker, after the app is built. A Redis that does
         not answer yet only leaves the worker cold: the first requests connect as usual.
         """
         lock = self.strategies.get("lock")
         if lock is not None and self.settings.lock_waiters is None:
-            lock.limit_waiters(max(1, threads - RESERVED_THREADS))
+            lock.limit_waiters(max(1, at_once - RESERVED_THREADS))
         FencedLock(self.redis, "warm-up")  # builds the lock's scripts, once per process
         texts = [script.script for script in (*self.scripts.all(), *FencedLock.scripts())]
         try:
             for text in texts:
                 self.redis.script_load(text)  # on a Redis Cluster: every master
             for pool in self._connection_pools():
-                opened = [pool.get_connection() for _ in range(threads)]
+                opened = [pool.get_connection() for _ in range(connections)]
                 for connection in opened:
                     pool.release(connection)
         except REDIS_ERRORS as exc:

@@ -107,9 +107,10 @@ def test_every_pin_is_what_is_installed(requirements):
 
 
 def test_image_requirements_are_the_closure_of_what_the_image_runs(requirements):
-    """Exactly what service/, harness/ and benchmarks/ import, plus gunicorn (the CMD) and the
-    C parser its configuration requires, with the extras pinned, and all they need: nothing
-    missing from the image, no test or lint tool in it."""
+    """Exactly what service/, harness/ and benchmarks/ import, plus gunicorn (the CMD), the
+    C parser its configuration requires and the default worker class's package (gevent),
+    with the extras pinned, and all they need: nothing missing from the image, no test or
+    lint tool in it."""
     image = requirements[0]
     gunicorn = metadata.entry_points(group="console_scripts", name="gunicorn")
     roots = third_party_imports(*local_packages("benchmarks"))
@@ -117,6 +118,8 @@ def test_image_requirements_are_the_closure_of_what_the_image_runs(requirements)
     if gunicorn_setting("http_parser") == "fast":  # gunicorn then refuses to run without it
         roots |= {canonicalize_name(name)
                   for name in metadata.packages_distributions()["gunicorn_h1c"]}
+    if gunicorn_setting("DEFAULT_WORKER_CLASS") == "gevent":  # gunicorn's gevent extra
+        roots.add("gevent")
     needed = requirement_closure({name: image.get(name, ("", set()))[1] for name in roots})
     assert set(image) == needed, (f"missing: {sorted(needed - set(image))}, "
                                   f"not needed: {sorted(set(image) - needed)}")

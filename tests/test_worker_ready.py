@@ -59,14 +59,22 @@ def order(url: str, sku: str, finished: list[int]) -> None:
     finished.append(status)
 
 
-@pytest.mark.parametrize(("variant", "env", "answered_while_blocked"), [
-    ("waiters capped (LOCK_WAITERS=auto, as in k8s/)", {"LOCK_WAITERS": "auto"}, True),
-    ("unsafe: no cap (the default)", {}, False),
+GTHREAD = {"GUNICORN_WORKER_CLASS": "gthread"}
+
+
+@pytest.mark.parametrize(("variant", "env", "capped", "answered_while_blocked"), [
+    ("gevent (the default): a waiting order holds no thread", {}, False, True),
+    ("gthread, waiters capped (LOCK_WAITERS=auto, as in k8s/)",
+     {**GTHREAD, "LOCK_WAITERS": "auto"}, True, True),
+    ("unsafe: gthread, no cap", GTHREAD, False, False),
 ])
-def test_probes_answer_while_orders_wait_for_a_lock(variant, env, answered_while_blocked):
-    """Every order thread but the reserved ones waits on a SKU whose lock someone else holds:
-    /livez and /readyz still answer while those orders wait. Without the cap, every thread
-    waits, and the probes get a thread only when the waits end (LOCK_WAIT_MS)."""
+def test_probes_answer_while_orders_wait_for_a_lock(variant, env, capped,
+                                                    answered_while_blocked):
+    """THREADS orders wait on a SKU whose lock someone else holds: /livez and /readyz still
+    answer while those orders wait. Under gevent a waiting order is a greenlet, and the
+    probes are served beside it; under gthread, a cap keeps the probes a thread (the orders
+    beyond it are refused at once). gthread without the cap lets every thread wait, and the
+    probes get one only when the waits end (LOCK_WAIT_MS)."""
     with started(**env) as cluster, cluster.redis_client(decode_responses=True) as admin:
         url, sku = cluster.urls[0], "pile-up"
         http_json("PUT", f"{url}/stock/{sku}", {"quantity": 100})
@@ -79,7 +87,7 @@ def test_probes_answer_while_orders_wait_for_a_lock(variant, env, answered_while
             thread.start()
         try:
             queue = queue_key(SkuKeys(sku).lock)
-            waiting = THREADS - 2 if env else THREADS
+            waiting = THREADS - 2 if capped else THREADS
             wait_for(lambda: admin.llen(queue) >= waiting, f"{waiting} orders queued", 10)
             answers = []
             for probe in ("/livez", "/readyz"):
@@ -96,5 +104,7 @@ def test_probes_answer_while_orders_wait_for_a_lock(variant, env, answered_while
         assert answers == [200, 200]
         assert (still_waiting >= waiting) is answered_while_blocked, (
             f"{variant}: {still_waiting} orders still waited when the probes answered")
-        if env:  # the orders beyond the cap were refused at once, the others served
-            assert sorted(finished) == [201] * (THREADS - 2) + [503] * 2
+        if answered_while_blocked:  # served once the lock was free; beyond a cap, refused
+            assert sorted(finished) == [201] * (THREADS - 2) + [503 if capped else 201] * 2
+        else:  # the probes waited until every order had timed out waiting
+            assert finished == [503] * THREADS
