@@ -126,11 +126,12 @@ class Settings:
     metrics_enabled: bool = True
     # A watchdog extends the lock's lease while its holder is alive (LOCK_TTL_MS / 3 apart).
     lock_renewal: bool = True
-    # How many threads of a worker may hold or wait for a SKU's lock at once; the next lock
-    # order answers 503 at once, so the probes and lua orders always find a thread. 0 (the
-    # default): no cap, a burst queues; None ("auto"): all but RESERVED_THREADS of the
-    # worker's threads (gunicorn.conf.py tells the worker how many it has); the Kubernetes
-    # manifests set auto, where probes that time out would empty the Service.
+    # How many orders of a worker may hold or wait for a SKU's lock at once; the next lock
+    # order answers 503 at once (under gthread, so the probes and lua orders always find a
+    # thread; under gevent, it bounds the Redis connections of a pile-up). 0 (the default):
+    # no cap, a burst queues; None ("auto"): all but RESERVED_THREADS of what the worker
+    # serves at once (gunicorn.conf.py tells it); the Kubernetes manifests set auto, where
+    # probes that time out would empty the Service.
     lock_waiters: int | None = 0
     # Fault injection, honoured only with enable_unsafe_strategy: a pause between the read and
     # the write of the `lock` and `none` strategies, to widen the race the lock must close;

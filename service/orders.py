@@ -31,8 +31,8 @@ from .redis_client import REDIS_ERRORS, ReplicaWait, read_confirmed
 from .scripts import OrderScripts
 from .strategies import Strategy, build_strategies
 
-# Threads of a worker kept free of lock waiters with LOCK_WAITERS=auto: one for a probe, one
-# for a lua order or a stock read.
+# Of what a worker serves at once (gthread's threads, gevent's connections), kept free of lock
+# waiters with LOCK_WAITERS=auto: one for a probe, one for a lua order or a stock read.
 RESERVED_THREADS = 2
 
 log = logging.getLogger(__name__)
