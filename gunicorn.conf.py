@@ -10,19 +10,29 @@ bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
 # gevent by default: every connection is a greenlet on the worker's one thread, and a
 # request that waits on Redis (or for a SKU's lock) gives the thread to the next one. It took
 # a `lua` order for a third less CPU than gthread's 16 threads, whose accepting thread and
-# pool hand every keep-alive request between them: about 80 futex calls a request, on two
+# pool hand every keep-alive request between them: 80-100 futex calls a request, on two
 # cores (docs/benchmark/hot-path.md). GUNICORN_WORKER_CLASS=gthread keeps threads.
 DEFAULT_WORKER_CLASS = "gevent"
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", DEFAULT_WORKER_CLASS).strip()
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 # gevent: connections (and so requests) a worker serves at once; the next wait in the backlog.
-worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+# 256 rather than gunicorn's 1,000: each may hold a Redis connection too, and 1,000 of each
+# would pass the 1,024 open files some container runtimes allow a process.
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "256"))
 # gthread only. 16: with 32, the same route measured up to 18 % slower (more threads
 # contending for the GIL). With LOCK_WAITERS=auto (as in k8s/) all but two may wait for a
 # SKU's lock at once, and a lock order beyond that is shed with a 503.
 threads = int(os.environ.get("GUNICORN_THREADS", "16"))
 # Redis connections a worker opens before its first request (more open as a burst needs them).
 WARM_CONNECTIONS = 16
+# Redis connections a worker may open beyond one per request it serves at once: the lease
+# watchdog's, and room to spare (REDIS_MAX_CONNECTIONS, set in on_starting unless given).
+SPARE_REDIS_CONNECTIONS = 16
+
+
+def _serves_at_once(cfg):
+    """Requests a worker serves at once: gthread's threads, or gevent's connections."""
+    return cfg.threads if cfg.worker_class_str == "gthread" else cfg.worker_connections
 # A request is bounded by LOCK_WAIT_MS + a few Redis timeouts; 30 s only catches a stuck worker.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
@@ -91,6 +101,12 @@ def on_starting(server):
         _made_metrics_dir = path
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     server.log.info("metrics: worker files in %s", path)
+    # redis-py's default pool refuses its 101st connection: a gevent worker with more requests
+    # waiting on Redis at once (a pile-up on a SKU's lock) would answer the rest, and /readyz,
+    # with 503s. The workers inherit this.
+    if os.environ.get("REDIS_MAX_CONNECTIONS") is None:
+        os.environ["REDIS_MAX_CONNECTIONS"] = str(_serves_at_once(server.cfg)
+                                                  + SPARE_REDIS_CONNECTIONS)
 
 
 def on_exit(server):
@@ -117,13 +133,13 @@ def post_worker_init(worker):
     (OrderService.prepare_worker); a few requests that change nothing pay the app's own
     first-time costs; and under gthread every thread of the pool is started now rather than one
     by one under the burst."""
-    pool = getattr(worker, "tpool", None)  # gthread's thread pool; gevent has none
-    at_once = worker.cfg.threads if pool is not None else worker.cfg.worker_connections
+    at_once = _serves_at_once(worker.cfg)
     extensions = getattr(worker.wsgi, "extensions", {})
     service = extensions.get("order_service")
     if service is not None:
         service.prepare_worker(at_once, min(at_once, WARM_CONNECTIONS))
         _first_requests(worker.wsgi)
+    pool = getattr(worker, "tpool", None)  # gthread's thread pool
     if pool is not None:  # submitted together, each task gets a thread of its own
         import time
 

@@ -40,7 +40,7 @@ def find_redis_server() -> str:
 
 # Listening ports come from below Linux's default ephemeral range (32768-60999): a port the
 # kernel picked (bind to 0) is one an outgoing connection can take before our process binds
-# it, and a warm worker opens a Redis connection per thread while the next replica starts.
+# it, and a warm worker opens its Redis connections while the next replica starts.
 LISTEN_PORTS = (10000, 32767)
 
 

@@ -111,6 +111,11 @@ class Settings:
     lock_ttl_ms: int = 5000
     lock_wait_ms: int = 2000
     redis_timeout_ms: int = 1000
+    # Redis connections a process may open (per Redis node); redis-py refuses the next with an
+    # error, answered 503. A request holds at most one at a time (a lock waiter holds its
+    # BLPOP's); gunicorn.conf.py sets this above what a worker serves at once. 100 is
+    # redis-py's own default.
+    redis_max_connections: int = 100
     # CLIENT SETNAME on each connection (CLIENT LIST then shows whose it is); off by default,
     # since an ACL user without @connection, or a proxy, refuses it and every call would fail.
     redis_client_name: str = ""
@@ -167,6 +172,7 @@ class Settings:
             "lock_ttl_ms": _positive_int,
             "lock_wait_ms": _non_negative_int,
             "redis_timeout_ms": _positive_int,
+            "redis_max_connections": _positive_int,
             "idempotency_ttl_s": _positive_int,
             "critical_section_delay_ms": _non_negative_int,
             "enable_unsafe_strategy": _flag,

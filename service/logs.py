@@ -4,9 +4,10 @@ the request threads.
 A record's ``fields`` (``log.info(..., extra={"fields": {...}})``) become members of its JSON
 object; the human format shows them inside its message already.
 
-A request thread only makes the record and appends it to a buffer (``BufferedHandler``);
-a writer thread per process formats what has come in and writes it in one call, ten times a
-second, so under load one write carries many lines instead of one system call per order.
+A request thread (a greenlet under gunicorn's gevent worker) only makes the record and
+appends it to a buffer (``BufferedHandler``); a writer thread per process (a greenlet too,
+under gevent) formats what has come in and writes it in one call, ten times a second, so
+under load one write carries many lines instead of one system call per order.
 Lines still buffered when the process exits normally are written by an ``atexit`` hook; a
 process killed outright loses what was logged in its last 100 ms.
 """

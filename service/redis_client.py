@@ -37,6 +37,7 @@ def connect(settings: Settings) -> redis.Redis | redis.RedisCluster:
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "retry": Retry(NoBackoff(), 0),
+        "max_connections": settings.redis_max_connections,  # per node of a cluster
     }
     if settings.redis_password:
         options["password"] = settings.redis_password

@@ -1,7 +1,8 @@
 """LeaseWatchdog: keeps the leases of live lock holders from running out, as Redisson's does.
 
-One daemon thread per process renews every registered lock at a third of its lease, with the
-holder's token (redis-py's reacquire script: PEXPIRE only if the token still holds the lock).
+One daemon thread per process (a greenlet under gunicorn's gevent worker) renews every
+registered lock at a third of its lease, with the holder's token (redis-py's reacquire
+script: PEXPIRE only if the token still holds the lock).
 A holder that is frozen or killed stops renewing with its process, so its lease runs out as
 usual; a renewal that finds the lock gone counts it lost, logs it and stops renewing it.
 """

@@ -40,8 +40,8 @@ class LockStrategy(ReadDecideWrite):
 
     def limit_waiters(self, most: int) -> None:
         """At most ``most`` orders of this process hold or wait for a lock at once (0: any
-        number); the next one answers 503 lock-timeout at once instead of taking a thread
-        that the probes and lua orders need."""
+        number); the next one answers 503 lock-timeout at once instead of taking a thread (or,
+        under gevent, a Redis connection) that the probes and lua orders need."""
         self.waiters = most
         self._turns = threading.BoundedSemaphore(most) if most > 0 else None
 
