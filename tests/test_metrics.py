@@ -358,7 +358,18 @@ def gunicorn_hooks() -> dict:
     return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
 
 
-def test_gunicorn_makes_a_metrics_directory_of_its_own(monkeypatch, tmp_path):
+@pytest.fixture
+def master(monkeypatch):
+    """What on_starting is handed: gunicorn's server with its log and its default settings.
+    The hook also sets REDIS_MAX_CONNECTIONS: set, then deleted here, so that monkeypatch
+    unsets it again afterwards (a later test's replicas would inherit it)."""
+    monkeypatch.setenv("REDIS_MAX_CONNECTIONS", "")
+    monkeypatch.delenv("REDIS_MAX_CONNECTIONS")
+    cfg = SimpleNamespace(worker_class_str="gevent", worker_connections=256, threads=16)
+    return SimpleNamespace(log=SimpleNamespace(info=lambda *args: None), cfg=cfg)
+
+
+def test_gunicorn_makes_a_metrics_directory_of_its_own(monkeypatch, tmp_path, master):
     """Unset, a fresh directory per master, removed at exit; one left by a killed master is
     removed by the next one to start."""
     # Set, then deleted: monkeypatch restores only what it changed, and the hook below sets
@@ -374,24 +385,22 @@ def test_gunicorn_makes_a_metrics_directory_of_its_own(monkeypatch, tmp_path):
         directory.mkdir()
         (directory / "counter_1.db").write_bytes(b"")
     hooks = gunicorn_hooks()
-    server = SimpleNamespace(log=SimpleNamespace(info=lambda *args: None))
-    hooks["on_starting"](server)
+    hooks["on_starting"](master)
     made = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     assert made.parent == tmp_path and made.is_dir() and not list(made.iterdir())
     assert not orphaned.exists() and alive.exists()
-    hooks["on_exit"](server)
+    hooks["on_exit"](master)
     assert not made.exists()
 
 
-def test_gunicorn_empties_the_metrics_directory_it_is_given(monkeypatch, tmp_path):
+def test_gunicorn_empties_the_metrics_directory_it_is_given(monkeypatch, tmp_path, master):
     (tmp_path / "counter_12345.db").write_bytes(b"stale")
     (tmp_path / "keep.txt").write_text("not ours")
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     hooks = gunicorn_hooks()
-    server = SimpleNamespace(log=SimpleNamespace(info=lambda *args: None))
-    hooks["on_starting"](server)
+    hooks["on_starting"](master)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
-    hooks["on_exit"](server)
+    hooks["on_exit"](master)
     assert tmp_path.is_dir()  # given, not made: left in place
 
 

@@ -4,10 +4,13 @@ a real gunicorn replica (gunicorn.conf.py's post_worker_init) against a real red
 from __future__ import annotations
 
 import hashlib
+import os
 import runpy
+import tempfile
 import threading
 import urllib.error
 import urllib.request
+from types import SimpleNamespace
 
 import pytest
 
@@ -147,3 +150,29 @@ def test_a_gevent_worker_serves_a_pile_up_beyond_100_redis_connections(variant, 
         assert (ready == 200 and finished == [201] * PILE) is served, (
             f"{variant}: /readyz {ready}, answers {sorted(set(finished))}, "
             f"{finished.count(201)} of {PILE} created")
+
+
+@pytest.mark.parametrize(("worker_class", "given", "expected"), [
+    ("gevent", None, "272"),  # 256 connections + 16
+    ("gthread", None, "20"),  # 4 threads + 16
+    ("gevent", "500", "500"),
+])
+def test_the_master_sizes_the_workers_redis_pool(monkeypatch, tmp_path, worker_class, given,
+                                                 expected):
+    """gunicorn.conf.py's on_starting (in the master, before any worker starts) lets each
+    worker open a Redis connection per request it serves at once, and some to spare, unless
+    REDIS_MAX_CONNECTIONS is given."""
+    monkeypatch.setenv("REDIS_MAX_CONNECTIONS", given or "")
+    if given is None:
+        monkeypatch.delenv("REDIS_MAX_CONNECTIONS")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # not under test: a directory made
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")      # here, and removed by on_exit
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    hooks = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    cfg = SimpleNamespace(worker_class_str=worker_class, worker_connections=256, threads=4)
+    master = SimpleNamespace(log=SimpleNamespace(info=lambda *args: None), cfg=cfg)
+    hooks["on_starting"](master)
+    try:
+        assert os.environ["REDIS_MAX_CONNECTIONS"] == expected
+    finally:
+        hooks["on_exit"](master)
