@@ -12,6 +12,7 @@ password, the service connecting as an ACL user without the dangerous commands).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -84,3 +85,22 @@ def client(make_app: Callable[..., Flask]) -> FlaskClient:
 @pytest.fixture
 def books(redis_client: redis.Redis) -> Callable[[str], Books]:
     return lambda sku: Books(redis_client, sku)
+
+
+@pytest.fixture
+def gunicorn_master(monkeypatch: pytest.MonkeyPatch) -> Callable[..., SimpleNamespace]:
+    """Makes the stand-in for gunicorn's server that gunicorn.conf.py's master hooks
+    (on_starting, on_exit) are handed: a log, and settings (gevent, 256 connections, 16
+    threads, unless given). on_starting sets REDIS_MAX_CONNECTIONS: set, then deleted here,
+    so that monkeypatch unsets it again afterwards (a later test's replicas would inherit it).
+    """
+    monkeypatch.setenv("REDIS_MAX_CONNECTIONS", "")
+    monkeypatch.delenv("REDIS_MAX_CONNECTIONS")
+
+    def make(**settings: Any) -> SimpleNamespace:
+        cfg = {"worker_class_str": "gevent", "worker_connections": 256, "threads": 16,
+               **settings}
+        return SimpleNamespace(log=SimpleNamespace(info=lambda *args: None),
+                               cfg=SimpleNamespace(**cfg))
+
+    return make

@@ -19,6 +19,7 @@ import json
 import os
 import posixpath
 import re
+import runpy
 import shlex
 import subprocess
 import sys
@@ -118,6 +119,11 @@ def gunicorn_config(env: dict[str, str]) -> dict[str, Any]:
                             text=True, env={**env, "PATH": os.environ.get("PATH", "")},
                             timeout=30, check=True)
     return json.loads(result.stdout)
+
+
+def gunicorn_hooks() -> dict:
+    """gunicorn.conf.py run as gunicorn runs it: its settings and its hooks, by name."""
+    return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
 
 
 def gunicorn_setting(name: str) -> object:

@@ -7,7 +7,6 @@ every test compares a scrape after its requests with one before: deltas, exactly
 from __future__ import annotations
 
 import os
-import runpy
 import signal
 import subprocess
 import tempfile
@@ -15,7 +14,6 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
-from types import SimpleNamespace
 
 import psutil
 import pytest
@@ -27,12 +25,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from harness.http import http_json
 from harness.load import run_burst
 from harness.redis_server import free_port
-from harness.replicas import ROOT, LocalReplicas
+from harness.replicas import LocalReplicas
 from service import metrics
 from service.keys import SkuKeys
 from service.lock import FencedLock
 from service.watchdog import WATCHDOG
 
+from .deploy_checks import gunicorn_hooks
 from .waiting import wait_for
 
 SKU = "metered"
@@ -354,22 +353,8 @@ def test_metrics_off_records_nothing_and_serves_no_metrics(make_app, redis_clien
 # --- Multiprocess mode under gunicorn ----------------------------------------------------------
 
 
-def gunicorn_hooks() -> dict:
-    return runpy.run_path(str(ROOT / "gunicorn.conf.py"))
-
-
-@pytest.fixture
-def master(monkeypatch):
-    """What on_starting is handed: gunicorn's server with its log and its default settings.
-    The hook also sets REDIS_MAX_CONNECTIONS: set, then deleted here, so that monkeypatch
-    unsets it again afterwards (a later test's replicas would inherit it)."""
-    monkeypatch.setenv("REDIS_MAX_CONNECTIONS", "")
-    monkeypatch.delenv("REDIS_MAX_CONNECTIONS")
-    cfg = SimpleNamespace(worker_class_str="gevent", worker_connections=256, threads=16)
-    return SimpleNamespace(log=SimpleNamespace(info=lambda *args: None), cfg=cfg)
-
-
-def test_gunicorn_makes_a_metrics_directory_of_its_own(monkeypatch, tmp_path, master):
+def test_gunicorn_makes_a_metrics_directory_of_its_own(monkeypatch, tmp_path,
+                                                       gunicorn_master):
     """Unset, a fresh directory per master, removed at exit; one left by a killed master is
     removed by the next one to start."""
     # Set, then deleted: monkeypatch restores only what it changed, and the hook below sets
@@ -384,7 +369,7 @@ def test_gunicorn_makes_a_metrics_directory_of_its_own(monkeypatch, tmp_path, ma
     for directory in (orphaned, alive):
         directory.mkdir()
         (directory / "counter_1.db").write_bytes(b"")
-    hooks = gunicorn_hooks()
+    hooks, master = gunicorn_hooks(), gunicorn_master()
     hooks["on_starting"](master)
     made = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     assert made.parent == tmp_path and made.is_dir() and not list(made.iterdir())
@@ -393,11 +378,12 @@ def test_gunicorn_makes_a_metrics_directory_of_its_own(monkeypatch, tmp_path, ma
     assert not made.exists()
 
 
-def test_gunicorn_empties_the_metrics_directory_it_is_given(monkeypatch, tmp_path, master):
+def test_gunicorn_empties_the_metrics_directory_it_is_given(monkeypatch, tmp_path,
+                                                            gunicorn_master):
     (tmp_path / "counter_12345.db").write_bytes(b"stale")
     (tmp_path / "keep.txt").write_text("not ours")
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    hooks = gunicorn_hooks()
+    hooks, master = gunicorn_hooks(), gunicorn_master()
     hooks["on_starting"](master)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
     hooks["on_exit"](master)

@@ -5,21 +5,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-import runpy
 import tempfile
 import threading
 import urllib.error
 import urllib.request
-from types import SimpleNamespace
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
 from harness.http import http_json
-from harness.replicas import ROOT, LocalReplicas
+from harness.replicas import LocalReplicas
 from service.keys import SkuKeys, queue_key
 from service.lock import FencedLock
 from service.scripts import OrderScripts
 
+from .deploy_checks import gunicorn_hooks
 from .waiting import wait_for
 
 THREADS = 4
@@ -47,7 +48,7 @@ def test_the_first_requests_change_nothing_and_compile_the_url_map(make_app, red
                                                                    caplog):
     """gunicorn.conf.py's warm-up requests: Flask's URL map is compiled by them, and Redis,
     the order metrics and the order log are as they were."""
-    hooks = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    hooks = gunicorn_hooks()
     app = make_app()
     assert app.url_map._remap  # not compiled before the first request
     caplog.set_level("INFO", logger="service.orders")
@@ -60,6 +61,27 @@ def test_the_first_requests_change_nothing_and_compile_the_url_map(make_app, red
 def order(url: str, sku: str, finished: list[int]) -> None:
     status, _ = http_json("POST", f"{url}/orders", {"sku": sku}, timeout=30)
     finished.append(status)
+
+
+@contextmanager
+def lock_pile_up(url: str, admin, sku: str, orders: int,  # noqa: ANN001 - a Redis client
+                 stock: int) -> Iterator[tuple[list[int], str]]:
+    """``orders`` orders for ``sku`` sent at once while the test holds the SKU's lock. Yields
+    the statuses answered so far (the order threads append to it) and the lock's queue; on
+    leaving, the lock is released and every order awaited."""
+    http_json("PUT", f"{url}/stock/{sku}", {"quantity": stock})
+    holder = FencedLock(admin, SkuKeys(sku).lock, timeout=60)
+    assert holder.acquire(blocking=False)
+    finished: list[int] = []
+    threads = [threading.Thread(target=order, args=(url, sku, finished)) for _ in range(orders)]
+    for thread in threads:
+        thread.start()
+    try:
+        yield finished, queue_key(SkuKeys(sku).lock)
+    finally:
+        holder.release()
+        for thread in threads:
+            thread.join(60)
 
 
 GTHREAD = {"GUNICORN_WORKER_CLASS": "gthread"}
@@ -79,18 +101,9 @@ def test_probes_answer_while_orders_wait_for_a_lock(variant, env, capped,
     beyond it are refused at once). gthread without the cap lets every thread wait, and the
     probes get one only when the waits end (LOCK_WAIT_MS)."""
     with started(**env) as cluster, cluster.redis_client(decode_responses=True) as admin:
-        url, sku = cluster.urls[0], "pile-up"
-        http_json("PUT", f"{url}/stock/{sku}", {"quantity": 100})
-        holder = FencedLock(admin, SkuKeys(sku).lock, timeout=30)
-        assert holder.acquire(blocking=False)
-        finished: list[int] = []
-        orders = [threading.Thread(target=order, args=(url, sku, finished))
-                  for _ in range(THREADS)]
-        for thread in orders:
-            thread.start()
-        try:
-            queue = queue_key(SkuKeys(sku).lock)
-            waiting = THREADS - 2 if capped else THREADS
+        url = cluster.urls[0]
+        waiting = THREADS - 2 if capped else THREADS
+        with lock_pile_up(url, admin, "pile-up", THREADS, stock=100) as (finished, queue):
             wait_for(lambda: admin.llen(queue) >= waiting, f"{waiting} orders queued", 10)
             answers = []
             for probe in ("/livez", "/readyz"):
@@ -100,10 +113,6 @@ def test_probes_answer_while_orders_wait_for_a_lock(variant, env, capped,
                 except (urllib.error.URLError, TimeoutError) as exc:
                     answers.append(str(exc))
             still_waiting = admin.llen(queue)
-        finally:
-            holder.release()
-            for thread in orders:
-                thread.join(30)
         assert answers == [200, 200]
         assert (still_waiting >= waiting) is answered_while_blocked, (
             f"{variant}: {still_waiting} orders still waited when the probes answered")
@@ -128,25 +137,12 @@ def test_a_gevent_worker_serves_a_pile_up_beyond_100_redis_connections(variant, 
     with LocalReplicas(replicas=1, workers=1, env={"ORDER_STRATEGY": "lock",
                                                    "LOCK_WAIT_MS": "20000", **env}) as cluster, \
             cluster.redis_client(decode_responses=True) as admin:
-        url, sku = cluster.urls[0], "big-pile-up"
-        http_json("PUT", f"{url}/stock/{sku}", {"quantity": 1000})
-        holder = FencedLock(admin, SkuKeys(sku).lock, timeout=60)
-        assert holder.acquire(blocking=False)
-        finished: list[int] = []
-        orders = [threading.Thread(target=order, args=(url, sku, finished))
-                  for _ in range(PILE)]
-        for thread in orders:
-            thread.start()
-        try:
-            queue = queue_key(SkuKeys(sku).lock)
+        url = cluster.urls[0]
+        with lock_pile_up(url, admin, "big-pile-up", PILE, stock=1000) as (finished, queue):
             # Every order is either waiting in the lock's queue or answered already.
             wait_for(lambda: admin.llen(queue) + len(finished) >= PILE,
                      "every order queued or answered", 30)
             ready, _ = http_json("GET", f"{url}/readyz", timeout=15)
-        finally:
-            holder.release()
-            for thread in orders:
-                thread.join(60)
         assert (ready == 200 and finished == [201] * PILE) is served, (
             f"{variant}: /readyz {ready}, answers {sorted(set(finished))}, "
             f"{finished.count(201)} of {PILE} created")
@@ -157,20 +153,18 @@ def test_a_gevent_worker_serves_a_pile_up_beyond_100_redis_connections(variant, 
     ("gthread", None, "20"),  # 4 threads + 16
     ("gevent", "500", "500"),
 ])
-def test_the_master_sizes_the_workers_redis_pool(monkeypatch, tmp_path, worker_class, given,
-                                                 expected):
+def test_the_master_sizes_the_workers_redis_pool(monkeypatch, tmp_path, gunicorn_master,
+                                                 worker_class, given, expected):
     """gunicorn.conf.py's on_starting (in the master, before any worker starts) lets each
     worker open a Redis connection per request it serves at once, and some to spare, unless
     REDIS_MAX_CONNECTIONS is given."""
-    monkeypatch.setenv("REDIS_MAX_CONNECTIONS", given or "")
-    if given is None:
-        monkeypatch.delenv("REDIS_MAX_CONNECTIONS")
+    master = gunicorn_master(worker_class_str=worker_class, threads=4)
+    if given is not None:
+        monkeypatch.setenv("REDIS_MAX_CONNECTIONS", given)
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", "")  # not under test: a directory made
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR")      # here, and removed by on_exit
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    hooks = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
-    cfg = SimpleNamespace(worker_class_str=worker_class, worker_connections=256, threads=4)
-    master = SimpleNamespace(log=SimpleNamespace(info=lambda *args: None), cfg=cfg)
+    hooks = gunicorn_hooks()
     hooks["on_starting"](master)
     try:
         assert os.environ["REDIS_MAX_CONNECTIONS"] == expected
