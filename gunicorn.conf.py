@@ -28,11 +28,6 @@ WARM_CONNECTIONS = 16
 # Redis connections a worker may open beyond one per request it serves at once: the lease
 # watchdog's, and room to spare (REDIS_MAX_CONNECTIONS, set in on_starting unless given).
 SPARE_REDIS_CONNECTIONS = 16
-
-
-def _serves_at_once(cfg):
-    """Requests a worker serves at once: gthread's threads, or gevent's connections."""
-    return cfg.threads if cfg.worker_class_str == "gthread" else cfg.worker_connections
 # A request is bounded by LOCK_WAIT_MS + a few Redis timeouts; 30 s only catches a stuck worker.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
@@ -68,6 +63,11 @@ worker_tmp_dir = os.environ.get("GUNICORN_WORKER_TMP_DIR") or None
 _metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
 _METRICS_DIR_PREFIX = "order-service-metrics-"
 _made_metrics_dir = None  # the directory this master made, if it made one
+
+
+def _serves_at_once(cfg):
+    """Requests a worker serves at once: gthread's threads, or gevent's connections."""
+    return cfg.threads if cfg.worker_class_str == "gthread" else cfg.worker_connections
 
 
 def _remove_orphaned_metrics_dirs(parent):

@@ -10,7 +10,6 @@ in ``scenarios.py``, the goals they are checked against in ``goals.py``, the rep
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 from harness.fault_scenarios import SCENARIOS as FAULTS
 from harness.http import wait_ready
 from harness.redis_server import admin_client
-from harness.replicas import LocalReplicas
+from harness.replicas import LocalReplicas, worker_class
 
 from . import report
 from .goals import check
@@ -122,9 +121,7 @@ def measure(args: argparse.Namespace, target: Target, redis_version: str, starte
                        "metrics rounds": args.metrics_rounds,
                        "gunicorn workers per replica": (local.workers or "default")
                        if local else "n/a",
-                       "gunicorn worker class": (os.environ.get("GUNICORN_WORKER_CLASS")
-                                                 or "gevent (gunicorn.conf.py)")
-                       if local else "n/a",
+                       "gunicorn worker class": worker_class() if local else "n/a",
                        "url": args.url or "local replicas",
                        "redis": (f"Redis Cluster, {args.masters} masters"
                                  if args.redis == "cluster" else "one redis-server")},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import runpy
 import secrets
 import signal
 import subprocess
@@ -27,6 +28,12 @@ from .redis_server import RedisServer, admin_client, free_port
 ROOT = Path(__file__).resolve().parent.parent
 # What a replica runs, from ROOT; the Dockerfile's CMD is "gunicorn" and these (see the tests).
 GUNICORN_ARGS = ("-c", "gunicorn.conf.py", "service:create_app()")
+
+
+def worker_class() -> str:
+    """The worker class replicas started now run: gunicorn.conf.py's, read as gunicorn reads
+    it (GUNICORN_WORKER_CLASS, else its default)."""
+    return runpy.run_path(str(ROOT / "gunicorn.conf.py"))["worker_class"]
 
 
 REDIS_MODES = ("single", "cluster", "acl")
