@@ -143,7 +143,9 @@ class RedisServer:
                     client.execute_command("ACL", "SETUSER", name, "reset", "on", f">{secret}",
                                            *SERVICE_ACL)
                 return self
-            except redis.ConnectionError:
+            except (redis.ConnectionError, redis.TimeoutError):
+                # A server still starting may accept the connection and answer late (loading
+                # its append-only file on a busy machine): both mean "not yet".
                 if time.monotonic() > deadline:
                     self.stop()
                     message = f"redis-server did not answer within {timeout}s"
