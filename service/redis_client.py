@@ -4,10 +4,12 @@ one server, a Sentinel-watched master or a Redis Cluster), what a failing Redis 
 
 from __future__ import annotations
 
+import select
 from dataclasses import dataclass
 from typing import Any
 
 import redis
+from redis._parsers import _HiredisParser
 from redis.backoff import NoBackoff
 from redis.client import Pipeline
 from redis.cluster import RedisCluster
@@ -22,6 +24,31 @@ from .model import OutcomeUnknown
 # What a failing Redis raises: a cluster client's own errors (no slot map, a slot nobody
 # serves) do not derive from RedisError.
 REDIS_ERRORS = (redis.RedisError, RedisClusterException)
+
+try:  # select.poll as the OS has it, even once gevent's worker has patched the module
+    from gevent.monkey import get_original
+    _os_poll = get_original("select", "poll")
+except ImportError:  # no gevent: select was never patched
+    _os_poll = select.poll
+
+
+class OsPollParser(_HiredisParser):
+    """redis-py's hiredis parser, but an idle connection is checked with the OS's poll.
+
+    redis-py checks every connection it takes from its pool for unread data (``can_read(0)``)
+    with ``select.poll``. Under gunicorn's gevent worker that is gevent's poll, which builds
+    and starts event-loop watchers for the check: about a fifth of a ``lua`` order's CPU
+    (docs/benchmark/hot-path.md). A check with no timeout never waits, so the OS's poll
+    answers it without the event loop. A connection that reads as ready (data, or a peer
+    that closed it) is left to redis-py's own check, as is any check that may wait.
+    """
+
+    def can_read(self, timeout: float = 0) -> bool:
+        if timeout or self._reader is None or self._sock is None or self._reader.has_data():
+            return super().can_read(timeout)
+        poller = _os_poll()
+        poller.register(self._sock, select.POLLIN)
+        return bool(poller.poll(0)) and super().can_read(timeout)
 
 
 def connect(settings: Settings) -> redis.Redis | redis.RedisCluster:
@@ -39,6 +66,8 @@ def connect(settings: Settings) -> redis.Redis | redis.RedisCluster:
         "retry": Retry(NoBackoff(), 0),
         "max_connections": settings.redis_max_connections,  # per node of a cluster
     }
+    if not settings.redis_cluster:  # a cluster client drops a parser_class it is given
+        options["parser_class"] = OsPollParser
     if settings.redis_password:
         options["password"] = settings.redis_password
     if settings.redis_cluster:

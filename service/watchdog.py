@@ -12,6 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import threading
 import time
 from typing import Any
@@ -29,18 +30,22 @@ class LeaseWatchdog:
         self._entries: dict[int, dict[str, Any]] = {}
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
+        # When the thread wakes by itself: infinity while it waits for a notify, minus
+        # infinity while it is awake (it looks at the heap before it waits again).
+        self._wakes_at = -math.inf
 
     def watch(self, lock: Any, token: bytes, lease_ms: int) -> int:
         """Renew ``lock`` (held with ``token``) every lease/3 until ``unwatch``: a handle."""
         handle = next(self._ids)
+        due = time.monotonic() + lease_ms / 3000
         with self._cond:
             self._entries[handle] = {"lock": lock, "token": token, "lease_ms": lease_ms}
-            heapq.heappush(self._heap, (time.monotonic() + lease_ms / 3000, handle))
+            heapq.heappush(self._heap, (due, handle))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="lease-watchdog",
                                                 daemon=True)
                 self._thread.start()
-            if self._heap[0][1] == handle:  # due before everything else: re-arm the wait
+            elif due < self._wakes_at:  # due before the thread would look: wake it now
                 self._cond.notify()
         return handle
 
@@ -50,11 +55,23 @@ class LeaseWatchdog:
             self._entries.pop(handle, None)
 
     def _run(self) -> None:
+        """Renew what is due; sleep until the next renewal that is still watched.
+
+        Most holders let go long before their first renewal. Their heap entries are dropped
+        in bulk whenever the thread wakes, not waited for one by one: under a stream of orders
+        the thread wakes about once a renewal period, not once an order.
+        """
         while True:
             with self._cond:
-                while not self._heap or self._heap[0][0] > time.monotonic():
-                    timeout = self._heap[0][0] - time.monotonic() if self._heap else None
-                    self._cond.wait(timeout)
+                while True:
+                    while self._heap and self._heap[0][1] not in self._entries:
+                        heapq.heappop(self._heap)  # let go of since: nothing to renew
+                    now = time.monotonic()
+                    if self._heap and self._heap[0][0] <= now:
+                        break
+                    self._wakes_at = self._heap[0][0] if self._heap else math.inf
+                    self._cond.wait(self._wakes_at - now if self._heap else None)
+                    self._wakes_at = -math.inf
                 _, handle = heapq.heappop(self._heap)
                 entry = self._entries.get(handle)
             if entry is not None:

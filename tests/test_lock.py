@@ -362,6 +362,24 @@ def test_renewal_keeps_a_live_holders_lock(redis_client):
     assert not redis_client.exists("renewed")  # no renewal after the release
 
 
+def test_renewal_of_a_short_lease_watched_behind_a_long_one(redis_client):
+    """The watchdog sleeps until the next renewal still due, past holders that let go before
+    theirs (as most orders do); a shorter lease watched later wakes it in time. (Without
+    renewal the same short holder loses its lock: the test below.)"""
+    long_holder = FencedLock(redis_client, "renewed-long", timeout=30, renew=True)
+    long_holder.acquire()
+    try:
+        for _ in range(100):
+            passing = FencedLock(redis_client, "passing", timeout=30, renew=True)
+            passing.acquire()
+            passing.release()
+        lock = hold_through(redis_client, renew=True)
+        assert lock.owned()
+        lock.release()
+    finally:
+        long_holder.release()
+
+
 def test_without_renewal_the_same_holder_loses_its_lock(redis_client):
     lock = hold_through(redis_client, renew=False)
     with pytest.raises(AssertionError):

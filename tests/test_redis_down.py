@@ -6,9 +6,12 @@ import socket
 import time
 
 import pytest
+import redis
 
 from harness.redis_server import RedisServer, free_port
 from service import create_app
+from service.config import Settings
+from service.redis_client import OsPollParser, connect
 
 PROBLEM = "application/problem+json"
 
@@ -74,3 +77,45 @@ def test_lock_strategy_fails_at_once_not_after_the_lock_wait():
     started = time.monotonic()
     assert_unavailable(client.post("/orders", json={"sku": "s"}))
     assert time.monotonic() - started < 2.0
+
+
+
+class BlindParser(OsPollParser):
+    """The unsafe control: a pool check that never finds anything on a connection."""
+
+    def can_read(self, timeout: float = 0) -> bool:
+        return False
+
+
+def kill_the_pooled_connection(client, server) -> None:
+    """The server closes the pooled connection while it sits idle in the pool."""
+    with server.admin() as admin:
+        admin.client_kill_filter(_id=client.client_id())
+
+
+@pytest.mark.parametrize("parser", [OsPollParser, BlindParser])
+def test_a_pooled_connection_is_checked_before_it_is_reused(single_redis, parser):
+    """The service's parser checks an idle connection with the OS's poll (not gevent's): it
+    still finds one that the server closed, and the pool connects afresh. The control, which
+    finds nothing, sends the command down the dead connection and fails."""
+    client = connect(Settings.from_env({"REDIS_URL": single_redis.url}))
+    assert client.connection_pool.connection_kwargs["parser_class"] is OsPollParser
+    client.connection_pool.connection_kwargs["parser_class"] = parser
+    try:
+        client.set("checked", "value")
+        kill_the_pooled_connection(client, single_redis)
+
+        def reads_the_value() -> None:
+            try:
+                read = client.get("checked")
+            except redis.ConnectionError as exc:
+                read = exc
+            assert read == "value"
+
+        if parser is BlindParser:
+            with pytest.raises(AssertionError):
+                reads_the_value()
+        else:
+            reads_the_value()
+    finally:
+        client.close()

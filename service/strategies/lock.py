@@ -94,6 +94,7 @@ class LockStrategy(ReadDecideWrite):
             timeout=self.settings.lock_ttl_ms / 1000,
             blocking_timeout=self.settings.lock_wait_ms / 1000,
             renew=self.settings.lock_renewal, wait=self.wait, wait_mark=keys.read_mark,
+            thread_local=False,  # one order's: a threading.local per order costs, and buys nothing
         )
 
     def _acquire(self, lock: FencedLock, reads: Reads, token: str, order_id: str,
