@@ -12,10 +12,10 @@ A drop-in for ``redis.lock.Lock`` (``client.lock(name, lock_class=FencedLock)`` 
   saved per hand-off. A waiter never blocks past the holder's lease, so a holder that died
   without releasing costs at most one lease (see ``lua/lock_handoff.lua``).
 
-Two additions serve callers that count round trips: ``acquire_and_read`` runs reads right
-after the acquisition, in the same round trip as the acquire (or as the hand-off, when it
-waited); and a script can release the lock as its last step (``keys`` and ``handoff_args``,
-then ``forget``).
+Two additions serve callers that count round trips: ``acquire_and_read`` takes the lock,
+waits for it if it is held and runs reads right after the acquisition, all in one round trip
+(the acquire script, a BLPOP and the reads in one pipeline); and a script can release the
+lock as its last step (``keys`` and ``handoff_args``, then ``forget``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from redis.client import Pipeline
@@ -68,6 +68,10 @@ RETRY_PAUSE_S = 0.02
 # have been lost after the script ran. Few, so that a Redis that is down gets a prompt 503.
 UNQUEUED_RETRIES = 2
 _NOT_QUEUED = -1
+# What lock_acquire.lua pushes to the caller's grant list when an answer key exists.
+_ANSWERED = 0
+# How long a marker list left behind (its BLPOP never ran) stays: as lock_handoff.lua's grants.
+GRANT_TTL_MS = 10_000
 
 
 class LockNotReplicated(LockError):
@@ -194,18 +198,20 @@ class FencedLock(Lock):
         blocking: bool | None = None,
         blocking_timeout: float | None = None,
         token: str | None = None,
-        answered: Callable[[list[Any]], bool] | None = None,
+        answer_keys: Sequence[str] = (),
     ) -> list[Any] | None:
         """Acquire as ``acquire``, then run the commands ``queue_reads`` puts on a pipeline.
 
-        Returns their replies (read while holding the lock), or None if not acquired. They ride
-        on the acquire's round trip (on one connection, behind the acquire script), and a
-        waiter sends them behind its BLPOP, so Redis runs them the moment the lock is handed
-        over.
+        Returns their replies (read while holding the lock), or None if not acquired. One round
+        trip, whether the lock is free or not: the acquire script, a BLPOP on the caller's
+        grant list and the reads go in one pipeline on one connection. The script pushes the
+        grant there itself when the lock is free, so the BLPOP returns at once; when it is
+        held, the BLPOP waits for the hand-off, and Redis runs the reads the moment the lock
+        is handed over.
 
-        ``answered``: when the lock was not free, it is shown the replies read beside the
-        acquire. If it says they answer the caller already (a request recorded earlier), the
-        caller leaves the queue at once and gets them back without holding the lock.
+        ``answer_keys`` (keys of the lock's slot): when the lock is held and one of them
+        exists (a request recorded earlier), the caller leaves the queue at once and gets the
+        replies back without holding the lock.
         """
         if token is None:
             token = uuid.uuid1().hex.encode()
@@ -221,15 +227,18 @@ class FencedLock(Lock):
         try:
             while True:
                 try:
-                    acquired, value, reads, replicated = self._acquire_then_read(
-                        token, self._registration_ms(blocking, sleep, deadline), queue_reads)
-                    if acquired:
-                        self._held(token, value)
+                    # The longest block this call may take; None: acquire alone, no BLPOP.
+                    block = self._wait_bound(sleep, -1, deadline) if blocking else None
+                    if block is not None and block < MIN_BLOCK_S:
+                        block = None
+                    acquired, value, granted, reads, replicated = self._acquire_then_read(
+                        token, self._registration_ms(blocking, sleep, deadline), queue_reads,
+                        block, answer_keys)
+                    if acquired or (granted is not None and granted > 0):
+                        self._held(token, value if acquired else granted)
                         self._check_replicated(replicated)
                         return reads
-                    if answered is not None and answered(reads):
-                        if blocking:
-                            self._run_own(self.lua_cancel_wait, token)
+                    if granted == _ANSWERED:
                         # The answer is a record read on this master: only as good as the
                         # replicas that have it.
                         self._check_replicated(replicated)
@@ -237,6 +246,10 @@ class FencedLock(Lock):
                     if not blocking:
                         return None
                     queued = True
+                    if block is not None and granted is None:
+                        continue  # blocked as long as it may: call again, and stay queued
+                    # The holder's lease ends before a block would (or there was no time for
+                    # one): wait for that, no longer.
                     wait = self._wait_bound(sleep, int(value), deadline)
                     if wait is None:
                         self._run_own(self.lua_cancel_wait, token)
@@ -314,25 +327,40 @@ class FencedLock(Lock):
 
     def _acquire_then_read(self, token: bytes, registration_ms: int,
                            queue_reads: Callable[[Pipeline], None] | None,
-                           ) -> tuple[int, int, list[Any], bool]:
-        """The acquire script and the reads behind it, in one round trip: (acquired, fencing
-        token or holder's PTTL, replies of the reads, whether enough replicas have it: a WAIT
-        rides behind them when ``wait`` asks for replicas).
+                           block: float | None, answer_keys: Sequence[str],
+                           ) -> tuple[int, int, int | None, list[Any], bool]:
+        """The acquire script, with ``block`` a BLPOP on the caller's grant list behind it, and
+        the reads, in one round trip: (acquired, fencing token or holder's PTTL, what the BLPOP
+        popped (None: nothing, or no BLPOP), replies of the reads, whether enough replicas have
+        it: a WAIT rides behind them when ``wait`` asks for replicas).
 
         EVALSHA, not a pipelined ``Script`` (redis-py would add a SCRIPT EXISTS round trip);
         on NOSCRIPT the acquire did not run, so it is loaded where the pipeline goes and sent
-        again.
+        again. The BLPOP also watches a marker list filled just before the script, which the
+        script empties as its last step: when the script did not run to its end, the BLPOP
+        ends at once instead of blocking for nothing.
         """
         script = self.lua_fenced_acquire
         keys = [*self.keys, self._grant_list(token)]
         args = [token, self._lease_ms(), self.grant_prefix, registration_ms]
+        if block is not None:
+            marker = self._grant_list(token) + b":unrun"
+            keys += [marker, *answer_keys]
+            args.append(math.ceil(block * 1000))
         for attempt in range(2):
             pipe = self._pipeline()
+            if block is not None:
+                pipe.rpush(marker, 1)
+                pipe.pexpire(marker, GRANT_TTL_MS)
             pipe.evalsha(script.sha, len(keys), *keys, *args)
+            if block is not None:
+                pipe.blpop([keys[4], marker], timeout=block)
             if queue_reads is not None:
                 queue_reads(pipe)
             waits = self.wait.queue(pipe, self.wait_mark)
             replies = execute_on_master(self.redis, pipe, raise_on_error=False)
+            if block is not None:
+                replies = replies[2:]  # the marker's RPUSH and PEXPIRE
             if attempt or not isinstance(replies[0], NoScriptError):
                 break
             script.load(self.redis, keys)
@@ -341,7 +369,13 @@ class FencedLock(Lock):
                 raise reply
         acknowledged = replies[-1] if waits else None
         (acquired, value), *reads = replies[:len(replies) - waits]
-        return acquired, value, reads, acknowledged is None or self.wait.confirmed(acknowledged)
+        popped = None
+        if block is not None:
+            blocked, *reads = reads
+            if blocked is not None and self.redis.get_encoder().encode(blocked[0]) == keys[4]:
+                popped = int(blocked[1])  # from the grant list, not the marker
+        return (acquired, value, popped, reads,
+                acknowledged is None or self.wait.confirmed(acknowledged))
 
     def _give_up(self, token: bytes) -> None:
         """Leave the queue after a failure, so the lock is not handed to nobody."""

@@ -1,10 +1,12 @@
-"""Round trips of an uncontended ``lock`` order: each is a network latency every order pays.
+"""Round trips of a ``lock`` order: each is a network latency the order pays.
 
 Counted on the client, as sends on its connections: a pipeline is one send.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -24,6 +26,20 @@ def pending(idempotency_key: str | None) -> PendingOrder:
                         created_at=datetime.now(UTC).isoformat(), idempotency_ttl_s=60)
 
 
+def counting_sends(monkeypatch, thread_id: list[int]) -> list[bytes]:
+    """Sends on any connection, made by the thread whose id ends up in ``thread_id``."""
+    sends = []
+    send = AbstractConnection.send_packed_command
+
+    def counted(connection, command, *args, **kwargs):
+        if threading.get_ident() in thread_id:
+            sends.append(command)
+        return send(connection, command, *args, **kwargs)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+    return sends
+
+
 @pytest.mark.parametrize("redis_server", ["single", "cluster"], indirect=True)
 @pytest.mark.parametrize("idempotency_key", [None, "key-1"], ids=["unkeyed", "keyed"])
 def test_an_uncontended_lock_order_takes_two_round_trips(make_app, monkeypatch, books,
@@ -34,14 +50,7 @@ def test_an_uncontended_lock_order_takes_two_round_trips(make_app, monkeypatch, 
     strategy = service.strategies["lock"]
     strategy.place(pending(None))  # connections open, scripts loaded: what every later order finds
 
-    sends = []
-    send = AbstractConnection.send_packed_command
-
-    def counted(connection, command, *args, **kwargs):
-        sends.append(command)
-        return send(connection, command, *args, **kwargs)
-
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+    sends = counting_sends(monkeypatch, [threading.get_ident()])
     outcome = strategy.place(pending(idempotency_key))
     monkeypatch.undo()
     assert outcome.created and outcome.stock_left == 8
@@ -50,9 +59,43 @@ def test_an_uncontended_lock_order_takes_two_round_trips(make_app, monkeypatch, 
 
 
 @pytest.mark.parametrize("redis_server", ["single", "cluster"], indirect=True)
+def test_a_contended_lock_order_takes_two_round_trips_too(make_app, monkeypatch, redis_server,
+                                                          redis_client):
+    """The order finds the lock held: its acquire, the wait for the hand-off and its reads go
+    in one round trip, then the write."""
+    service = make_app(lock_renewal=False, lock_wait_ms=10_000).extensions["order_service"]
+    service.set_stock(SKU, 10)
+    strategy = service.strategies["lock"]
+    strategy.place(pending(None))  # connections open, scripts loaded
+    holder = FencedLock(redis_client, SkuKeys(SKU).lock, timeout=60)
+    assert holder.acquire(blocking=False)
+
+    waiter_id: list[int] = []
+    sends = counting_sends(monkeypatch, waiter_id)
+    outcomes = []
+
+    def order() -> None:
+        waiter_id.append(threading.get_ident())
+        outcomes.append(strategy.place(pending(None)))
+
+    waiter = threading.Thread(target=order)
+    waiter.start()
+    with redis_server.server_for(SkuKeys(SKU).lock).admin() as admin:
+        for _ in range(2000):  # until the order blocks, waiting for the hand-off
+            if admin.info("clients")["blocked_clients"]:
+                break
+            time.sleep(0.005)
+    holder.release()
+    waiter.join(30)
+    monkeypatch.undo()
+    assert outcomes and outcomes[0].created and outcomes[0].stock_left == 8
+    assert len(sends) == 2
+
+
+@pytest.mark.parametrize("redis_server", ["single", "cluster"], indirect=True)
 def test_a_replay_is_answered_at_once_while_another_holds_the_lock(make_app, redis_client):
-    """The record rides on the acquire: a recorded request leaves the queue it just joined and
-    is answered, instead of waiting for the lock (LOCK_WAIT_MS) to read it."""
+    """The acquire script sees the request's record (``answer_keys``): a recorded request does
+    not queue and is answered, instead of waiting for the lock (LOCK_WAIT_MS) to read it."""
     service = make_app(lock_renewal=False, lock_wait_ms=2000).extensions["order_service"]
     service.set_stock(SKU, 10)
     strategy = service.strategies["lock"]
