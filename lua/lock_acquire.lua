@@ -10,7 +10,8 @@
 --          script, in the same round trip; 0 or absent: it does not. With it:
 --   KEYS[6]  the caller's marker list, which it filled just before this script; deleted as
 --            this script's last step, so a BLPOP on both lists ends at once when this script
---            did not run to its end (NOSCRIPT, an error), instead of blocking for nothing
+--            did not run to its end (NOSCRIPT, an error), instead of blocking for nothing.
+--            (A Redis out of memory refuses the marker too: the BLPOP then waits its block.)
 --   KEYS[7..] keys that answer the caller when any of them exists (its request was recorded
 --            earlier): while another holds the lock, the caller then leaves the queue
 --

@@ -199,19 +199,22 @@ class FencedLock(Lock):
         blocking_timeout: float | None = None,
         token: str | None = None,
         answer_keys: Sequence[str] = (),
+        answered: Callable[[list[Any]], bool] | None = None,
     ) -> list[Any] | None:
         """Acquire as ``acquire``, then run the commands ``queue_reads`` puts on a pipeline.
 
         Returns their replies (read while holding the lock), or None if not acquired. One round
-        trip, whether the lock is free or not: the acquire script, a BLPOP on the caller's
-        grant list and the reads go in one pipeline on one connection. The script pushes the
-        grant there itself when the lock is free, so the BLPOP returns at once; when it is
-        held, the BLPOP waits for the hand-off, and Redis runs the reads the moment the lock
-        is handed over.
+        trip when the lock is free, or handed over within one wait (at most half the client's
+        socket timeout): the acquire script, a BLPOP on the caller's grant list and the reads
+        go in one pipeline on one connection. The script pushes the grant there itself when
+        the lock is free, so the BLPOP returns at once; when it is held, the BLPOP waits for
+        the hand-off, and Redis runs the reads the moment the lock is handed over.
 
-        ``answer_keys`` (keys of the lock's slot): when the lock is held and one of them
-        exists (a request recorded earlier), the caller leaves the queue at once and gets the
-        replies back without holding the lock.
+        ``answer_keys`` (keys of the lock's slot) and ``answered``: when the lock is held and
+        one of the keys exists (a request recorded earlier), the caller leaves the queue at
+        once, and if ``answered`` agrees that the replies answer it, gets them back without
+        holding the lock. (The script sees the key, the replies are read after it: a record
+        that expired in between sends the caller back to the queue.)
         """
         if token is None:
             token = uuid.uuid1().hex.encode()
@@ -238,11 +241,16 @@ class FencedLock(Lock):
                         self._held(token, value if acquired else granted)
                         self._check_replicated(replicated)
                         return reads
-                    if granted == _ANSWERED:
+                    if (granted == _ANSWERED or block is None) and answered is not None \
+                            and answered(reads):
+                        if blocking and block is None:  # queued by the acquire: leave
+                            self._run_own(self.lua_cancel_wait, token)
                         # The answer is a record read on this master: only as good as the
                         # replicas that have it.
                         self._check_replicated(replicated)
                         return reads
+                    if granted == _ANSWERED:
+                        continue  # the record went before it was read: queue again
                     if not blocking:
                         return None
                     queued = True
@@ -267,7 +275,7 @@ class FencedLock(Lock):
                     granted, *reads = execute_on_master(self.redis, pipe)
                     acknowledged = reads[-1] if waits else None
                     reads = reads[:len(reads) - waits]
-                    if granted:
+                    if granted and int(granted[1]) > 0:
                         self._held(token, granted[1])
                         self._check_replicated(acknowledged is None
                                                or self.wait.confirmed(acknowledged))

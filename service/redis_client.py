@@ -5,6 +5,7 @@ one server, a Sentinel-watched master or a Redis Cluster), what a failing Redis 
 from __future__ import annotations
 
 import select
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,11 +41,15 @@ class OsPollParser(_HiredisParser):
     and starts event-loop watchers for the check: about a fifth of a ``lua`` order's CPU
     (docs/benchmark/hot-path.md). A check with no timeout never waits, so the OS's poll
     answers it without the event loop. A connection that reads as ready (data, or a peer
-    that closed it) is left to redis-py's own check, as is any check that may wait.
+    that closed it) is left to redis-py's own check, as are a check that may wait and a TLS
+    connection.
     """
 
-    def can_read(self, timeout: float = 0) -> bool:
-        if timeout or self._reader is None or self._sock is None or self._reader.has_data():
+    def can_read(self, timeout: float | None = 0) -> bool:
+        if (timeout != 0 or self._reader is None or self._sock is None
+                or self._reader.has_data() or isinstance(self._sock, ssl.SSLSocket)):
+            # A check that may wait, data already read, or TLS (decrypted bytes can wait
+            # above the socket, where poll does not see them): redis-py's own check.
             return super().can_read(timeout)
         poller = _os_poll()
         poller.register(self._sock, select.POLLIN)

@@ -57,9 +57,10 @@ class LeaseWatchdog:
     def _run(self) -> None:
         """Renew what is due; sleep until the next renewal that is still watched.
 
-        Most holders let go long before their first renewal. Their heap entries are dropped
-        in bulk whenever the thread wakes, not waited for one by one: under a stream of orders
-        the thread wakes about once a renewal period, not once an order.
+        Most holders let go long before their first renewal. Whenever the thread wakes, it
+        drops the heap entries of those ahead of the next renewal still watched, instead of
+        waiting for each one's time: under a stream of orders it wakes about once a renewal
+        period, not once an order.
         """
         while True:
             with self._cond:

@@ -338,6 +338,35 @@ def test_a_waiter_whose_redis_call_fails_leaves_the_queue(redis_server, redis_cl
     assert FencedLock(redis_client, "l", timeout=30).acquire(blocking=False)
 
 
+def test_an_answer_key_that_goes_before_its_read_sends_the_caller_back_to_the_queue(
+        redis_server, redis_client):
+    """The acquire script sees the answer key and lets the caller leave the queue, but the
+    reads behind it find nothing (the record expired in between): the caller must queue again
+    and wait for the lock, not go on without it."""
+    record = "{l}:record"
+    redis_client.set(record, "recorded")
+    holder = FencedLock(redis_client, "l", timeout=60)
+    holder.acquire()
+    checks = []
+
+    def answered(reads: list) -> bool:
+        checks.append(reads)
+        redis_client.delete(record)  # as if its TTL ran out just after the script looked
+        return reads[0] is not None and len(checks) > 1
+
+    waiter = FencedLock(redis_client, "l", timeout=60, thread_local=False)
+    got = []
+    thread = threading.Thread(target=lambda: got.append(waiter.acquire_and_read(
+        lambda pipe: pipe.get(record), blocking_timeout=10, answer_keys=[record],
+        answered=answered)))
+    thread.start()
+    wait_until_blocked(redis_server, 1)
+    holder.release()
+    thread.join(10)
+    assert checks and got == [[None]]
+    assert waiter.owned()
+
+
 def test_a_failed_read_after_acquiring_releases_the_lock(redis_client):
     redis_client.set("a-string", "x")
     lock = FencedLock(redis_client, "l", timeout=30)

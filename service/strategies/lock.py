@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -53,7 +53,7 @@ class LockStrategy(ReadDecideWrite):
             lock, token = self._lock(order.keys), holder_token(self.settings.replica_id)
             reads = self.loaded(lambda: self._acquire(
                 lock, self.order_reads(order, token), token, order.order_id,
-                order.idempotency_keys),
+                order.idempotency_keys, self.recorded),
                 order.keys)
             try:
                 return self.decide_and_write(order, reads, lock)
@@ -99,12 +99,14 @@ class LockStrategy(ReadDecideWrite):
         )
 
     def _acquire(self, lock: FencedLock, reads: Reads, token: str, order_id: str,
-                 answer_keys: Sequence[str] = ()) -> list[Any]:
+                 answer_keys: Sequence[str] = (),
+                 answered: Callable[[list[Any]], bool] | None = None) -> list[Any]:
         """Acquire ``lock`` with ``reads`` behind it; their replies. Raises LockTimeout when
         the lock stayed busy, OutcomeUnknown when too few replicas have the acquisition."""
         started = time.perf_counter()  # a wait that Redis failed is a Redis error, not a wait
         try:
-            replies = lock.acquire_and_read(reads, token=token, answer_keys=answer_keys)
+            replies = lock.acquire_and_read(reads, token=token, answer_keys=answer_keys,
+                                            answered=answered)
         except LockNotReplicated as exc:
             raise OutcomeUnknown(
                 f"{exc}: nothing was written, and the lock was given back; "

@@ -33,7 +33,7 @@ from ..model import (
     PendingOrder,
     Settlement,
 )
-from ..records import EXPIRED, IDEMPOTENCY_FIELDS, RESERVED, SETTLED, OrderRecord
+from ..records import EXPIRED, IDEMPOTENCY_FIELDS, RESERVED, SETTLED, IdempotencyRecord, OrderRecord
 from ..redis_client import ReplicaWait
 from ..scripts import OrderScripts
 
@@ -85,6 +85,11 @@ class ReadDecideWrite:
             for record in order.idempotency_keys:
                 pipe.hmget(record, IDEMPOTENCY_FIELDS)
         return queue
+
+    @staticmethod
+    def recorded(reads: list[Any]) -> bool:
+        """Whether ``reads`` (see ``order_reads``) found this request's idempotency record."""
+        return any(IdempotencyRecord.found(values) for values in reads[4:])
 
     def settle_reads(self, keys: SkuKeys, order_id: str, token: str) -> Reads:
         """What a confirm or cancel needs: the expiry, the order, the stock."""
