@@ -241,8 +241,11 @@ class FencedLock(Lock):
                         self._held(token, value if acquired else granted)
                         self._check_replicated(replicated)
                         return reads
-                    if (granted == _ANSWERED or block is None) and answered is not None \
-                            and answered(reads):
+                    if granted == _ANSWERED:  # the script saw an answer key
+                        is_answer = answered is None or answered(reads)
+                    else:
+                        is_answer = block is None and answered is not None and answered(reads)
+                    if is_answer:
                         if blocking and block is None:  # queued by the acquire: leave
                             self._run_own(self.lua_cancel_wait, token)
                         # The answer is a record read on this master: only as good as the

@@ -13,7 +13,7 @@ from redis.lock import Lock
 from redis.retry import Retry
 
 from harness.redis_server import admin_client
-from service.keys import fence_key
+from service.keys import fence_key, lock_keys
 from service.lock import FencedLock, LockError, LockNotOwnedError
 
 from .backends import BACKENDS
@@ -336,6 +336,22 @@ def test_a_waiter_whose_redis_call_fails_leaves_the_queue(redis_server, redis_cl
     holder.release()
     assert not redis_client.exists("l")  # not handed to the waiter that failed
     assert FencedLock(redis_client, "l", timeout=30).acquire(blocking=False)
+
+
+def test_an_answer_key_answers_a_caller_while_another_holds_the_lock(redis_client):
+    """With the lock held and an answer key present, the caller gets its reads back at once,
+    without the lock, and is not left in the queue."""
+    record = "{l}:record"
+    redis_client.set(record, "recorded")
+    holder = FencedLock(redis_client, "l", timeout=60)
+    holder.acquire()
+    waiter = FencedLock(redis_client, "l", timeout=60)
+    reads = waiter.acquire_and_read(lambda pipe: pipe.get(record), blocking_timeout=2,
+                                    answer_keys=[record])
+    assert reads == ["recorded"] and not waiter.owned()
+    assert redis_client.llen(lock_keys("l")[2]) == 0
+    holder.release()
+    assert not redis_client.exists("l")  # handed to nobody
 
 
 def test_an_answer_key_that_goes_before_its_read_sends_the_caller_back_to_the_queue(
