@@ -12,18 +12,21 @@
 --            this script's last step, so a BLPOP on both lists ends at once when this script
 --            did not run to its end (NOSCRIPT, an error), instead of blocking for nothing.
 --            (A Redis out of memory refuses the marker too: the BLPOP then waits its block.)
---   KEYS[7..] keys that answer the caller when any of them exists (its request was recorded
---            earlier): while another holds the lock, the caller then leaves the queue
+-- KEYS[6..], or KEYS[7..] with a marker: keys that answer the caller when any of them exists
+--          (its request was recorded earlier): while another holds the lock, the caller then
+--          leaves the queue (or does not join it)
 --
 -- Returns {1, fencing_token} when the caller holds the lock: taken now, handed to it while it
 -- was not blocked on its grant list, or held by it already (an earlier answer was lost): the
--- lease is then renewed. {0, pttl} when another holds it, or it is free but must go to the
--- first waiter (PTTL: -1 = no expiry, -2 = not held).
+-- lease is then renewed. {2, pttl} when another holds it and an answer key exists. {0, pttl}
+-- when another holds it, or it is free but must go to the first waiter (PTTL: -1 = no expiry,
+-- -2 = not held).
 -- With ARGV[5], the caller's BLPOP also finds on its grant list, at once: the fencing token
 -- when it holds the lock; 0 when an answer key exists; -1 when the holder's lease ends before
 -- the block would (the caller then waits for that instead); else the BLPOP waits for a grant.
 local token, lease, prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local block = tonumber(ARGV[5] or '0')
+local first_answer_key = block > 0 and 7 or 6
 
 -- Put `value` on the caller's grant list, for its BLPOP. Pushed before the trim, so the list
 -- never stops existing (see lock_handoff.lua on slot migrations).
@@ -81,11 +84,13 @@ if not holder then
     pass_on(plan, prefix)
   end
 end
-if block > 0 and #KEYS > 6 and redis.call('EXISTS', unpack(KEYS, 7)) > 0 then
+if #KEYS >= first_answer_key and redis.call('EXISTS', unpack(KEYS, first_answer_key)) > 0 then
   redis.call('LREM', KEYS[3], 0, token)
   redis.call('HDEL', KEYS[4], token)
-  tell(0)
-  return finish({0, redis.call('PTTL', KEYS[1])})
+  if block > 0 then
+    tell(0)
+  end
+  return finish({2, redis.call('PTTL', KEYS[1])})
 end
 local pttl = redis.call('PTTL', KEYS[1])
 local retry = block > 0 and pttl >= 0 and pttl < block

@@ -68,10 +68,9 @@ RETRY_PAUSE_S = 0.02
 # have been lost after the script ran. Few, so that a Redis that is down gets a prompt 503.
 UNQUEUED_RETRIES = 2
 _NOT_QUEUED = -1
-# What lock_acquire.lua pushes to the caller's grant list when an answer key exists.
-_ANSWERED = 0
-# How long a marker list left behind (its BLPOP never ran) stays: as lock_handoff.lua's grants.
-GRANT_TTL_MS = 10_000
+# lock_acquire.lua's first reply: the caller holds the lock; another does, and an answer key
+# exists (the caller is not queued).
+_HELD, _ANSWERED = 1, 2
 
 
 class LockNotReplicated(LockError):
@@ -234,26 +233,20 @@ class FencedLock(Lock):
                     block = self._wait_bound(sleep, -1, deadline) if blocking else None
                     if block is not None and block < MIN_BLOCK_S:
                         block = None
-                    acquired, value, granted, reads, replicated = self._acquire_then_read(
+                    status, value, granted, reads, replicated = self._acquire_then_read(
                         token, self._registration_ms(blocking, sleep, deadline), queue_reads,
                         block, answer_keys)
-                    if acquired or (granted is not None and granted > 0):
-                        self._held(token, value if acquired else granted)
+                    if status == _HELD or (granted is not None and granted > 0):
+                        self._held(token, value if status == _HELD else granted)
                         self._check_replicated(replicated)
                         return reads
-                    if granted == _ANSWERED:  # the script saw an answer key
-                        is_answer = answered is None or answered(reads)
-                    else:
-                        is_answer = block is None and answered is not None and answered(reads)
-                    if is_answer:
-                        if blocking and block is None:  # queued by the acquire: leave
-                            self._run_own(self.lua_cancel_wait, token)
+                    if status == _ANSWERED:  # the script saw an answer key; not queued
+                        if answered is not None and not answered(reads):
+                            continue  # the record went before it was read: queue again
                         # The answer is a record read on this master: only as good as the
                         # replicas that have it.
                         self._check_replicated(replicated)
                         return reads
-                    if granted == _ANSWERED:
-                        continue  # the record went before it was read: queue again
                     if not blocking:
                         return None
                     queued = True
@@ -275,11 +268,11 @@ class FencedLock(Lock):
                     # The hand-off's writes (the grant, the fencing counter) are the
                     # releaser's; WAIT here covers them, as BLPOP's pop is this connection's.
                     waits = self.wait.queue(pipe, self.wait_mark)
-                    granted, *reads = execute_on_master(self.redis, pipe)
+                    handed, *reads = execute_on_master(self.redis, pipe)
                     acknowledged = reads[-1] if waits else None
                     reads = reads[:len(reads) - waits]
-                    if granted and int(granted[1]) > 0:
-                        self._held(token, granted[1])
+                    if handed and int(handed[1]) > 0:
+                        self._held(token, handed[1])
                         self._check_replicated(acknowledged is None
                                                or self.wait.confirmed(acknowledged))
                         return reads
@@ -341,9 +334,10 @@ class FencedLock(Lock):
                            block: float | None, answer_keys: Sequence[str],
                            ) -> tuple[int, int, int | None, list[Any], bool]:
         """The acquire script, with ``block`` a BLPOP on the caller's grant list behind it, and
-        the reads, in one round trip: (acquired, fencing token or holder's PTTL, what the BLPOP
-        popped (None: nothing, or no BLPOP), replies of the reads, whether enough replicas have
-        it: a WAIT rides behind them when ``wait`` asks for replicas).
+        the reads, in one round trip: (the script's status: _HELD, _ANSWERED or 0, fencing
+        token or holder's PTTL, what the BLPOP popped (None: nothing, or no BLPOP), replies of
+        the reads, whether enough replicas have it: a WAIT rides behind them when ``wait`` asks
+        for replicas).
 
         EVALSHA, not a pipelined ``Script`` (redis-py would add a SCRIPT EXISTS round trip);
         on NOSCRIPT the acquire did not run, so it is loaded where the pipeline goes and sent
@@ -352,20 +346,22 @@ class FencedLock(Lock):
         ends at once instead of blocking for nothing.
         """
         script = self.lua_fenced_acquire
-        keys = [*self.keys, self._grant_list(token)]
+        grant_list = self._grant_list(token)
         args = [token, self._lease_ms(), self.grant_prefix, registration_ms]
-        if block is not None:
-            marker = self._grant_list(token) + b":unrun"
-            keys += [marker, *answer_keys]
+        if block is None:
+            keys = [*self.keys, grant_list, *answer_keys]
+        else:
+            marker = grant_list + b":unrun"
+            keys = [*self.keys, grant_list, marker, *answer_keys]
             args.append(math.ceil(block * 1000))
         for attempt in range(2):
             pipe = self._pipeline()
             if block is not None:
                 pipe.rpush(marker, 1)
-                pipe.pexpire(marker, GRANT_TTL_MS)
+                pipe.pexpire(marker, registration_ms)  # gone with the caller's registration
             pipe.evalsha(script.sha, len(keys), *keys, *args)
             if block is not None:
-                pipe.blpop([keys[4], marker], timeout=block)
+                pipe.blpop([grant_list, marker], timeout=block)
             if queue_reads is not None:
                 queue_reads(pipe)
             waits = self.wait.queue(pipe, self.wait_mark)
@@ -379,13 +375,13 @@ class FencedLock(Lock):
             if isinstance(reply, Exception):
                 raise reply
         acknowledged = replies[-1] if waits else None
-        (acquired, value), *reads = replies[:len(replies) - waits]
+        (status, value), *reads = replies[:len(replies) - waits]
         popped = None
         if block is not None:
             blocked, *reads = reads
-            if blocked is not None and self.redis.get_encoder().encode(blocked[0]) == keys[4]:
+            if blocked is not None and self.redis.get_encoder().encode(blocked[0]) == grant_list:
                 popped = int(blocked[1])  # from the grant list, not the marker
-        return (acquired, value, popped, reads,
+        return (status, value, popped, reads,
                 acknowledged is None or self.wait.confirmed(acknowledged))
 
     def _give_up(self, token: bytes) -> None:

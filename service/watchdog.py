@@ -55,7 +55,14 @@ class LeaseWatchdog:
             self._entries.pop(handle, None)
 
     def _run(self) -> None:
-        """Renew what is due; sleep until the next renewal that is still watched.
+        while True:
+            with self._cond:
+                handle, entry = self._next_due()
+            self._renew(handle, entry)
+
+    def _next_due(self) -> tuple[int, dict[str, Any]]:
+        """(Holding the condition.) Sleep until the next renewal that is still watched is due,
+        and take it off the heap.
 
         Most holders let go long before their first renewal. Whenever the thread wakes, it
         drops the heap entries of those ahead of the next renewal still watched, instead of
@@ -63,20 +70,15 @@ class LeaseWatchdog:
         period, not once an order.
         """
         while True:
-            with self._cond:
-                while True:
-                    while self._heap and self._heap[0][1] not in self._entries:
-                        heapq.heappop(self._heap)  # let go of since: nothing to renew
-                    now = time.monotonic()
-                    if self._heap and self._heap[0][0] <= now:
-                        break
-                    self._wakes_at = self._heap[0][0] if self._heap else math.inf
-                    self._cond.wait(self._wakes_at - now if self._heap else None)
-                    self._wakes_at = -math.inf
+            while self._heap and self._heap[0][1] not in self._entries:
+                heapq.heappop(self._heap)  # let go of since: nothing to renew
+            now = time.monotonic()
+            if self._heap and self._heap[0][0] <= now:
                 _, handle = heapq.heappop(self._heap)
-                entry = self._entries.get(handle)
-            if entry is not None:
-                self._renew(handle, entry)
+                return handle, self._entries[handle]
+            self._wakes_at = self._heap[0][0] if self._heap else math.inf
+            self._cond.wait(self._wakes_at - now if self._heap else None)
+            self._wakes_at = -math.inf
 
     def _renew(self, handle: int, entry: dict[str, Any]) -> None:
         lock, lease_ms = entry["lock"], entry["lease_ms"]

@@ -6,7 +6,6 @@ Counted on the client, as sends on its connections: a pipeline is one send.
 from __future__ import annotations
 
 import threading
-import time
 from datetime import UTC, datetime
 
 import pytest
@@ -15,6 +14,8 @@ from redis.connection import AbstractConnection
 from service.keys import SkuKeys, new_order_id
 from service.lock import FencedLock
 from service.model import OrderRequest, PendingOrder
+
+from .waiting import wait_for
 
 SKU = "counted"
 
@@ -81,10 +82,8 @@ def test_a_contended_lock_order_takes_two_round_trips_too(make_app, monkeypatch,
     waiter = threading.Thread(target=order)
     waiter.start()
     with redis_server.server_for(SkuKeys(SKU).lock).admin() as admin:
-        for _ in range(2000):  # until the order blocks, waiting for the hand-off
-            if admin.info("clients")["blocked_clients"]:
-                break
-            time.sleep(0.005)
+        wait_for(lambda: admin.info("clients")["blocked_clients"],
+                 "the order blocks, waiting for the hand-off")
     holder.release()
     waiter.join(30)
     monkeypatch.undo()

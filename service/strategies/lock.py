@@ -46,9 +46,10 @@ class LockStrategy(ReadDecideWrite):
         self._turns = threading.BoundedSemaphore(most) if most > 0 else None
 
     def place(self, order: PendingOrder) -> Outcome:
-        """Two round trips when the lock is free: the acquire with the reads behind it, then
-        commit_order, which also releases. A retry of a recorded request is answered from the
-        first, not queued behind the lock (``answer_keys``)."""
+        """Two round trips, whether the lock is free or handed over within one wait: the
+        acquire with the wait and the reads behind it, then commit_order, which also releases.
+        A retry of a recorded request is answered from the first, not queued behind the lock
+        (``answer_keys``)."""
         with self._turn():
             lock, token = self._lock(order.keys), holder_token(self.settings.replica_id)
             reads = self.loaded(lambda: self._acquire(
