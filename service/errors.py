@@ -3,15 +3,17 @@
 The HTTP layer raises the ``Problem`` subclasses below (a request it refuses); the domain
 raises the exceptions of ``service/model.py``, which carry no status: ``DOMAIN_PROBLEMS`` is
 the table that gives each its status, type and title. redis-py's errors are a 503.
-``register`` installs the handlers that answer each with ``application/problem+json``.
+``register`` installs the handlers that answer each with ``application/problem+json`` in
+Flask; ``response_for`` gives the same answer to code that answers without Flask.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
-from flask import Flask, Response, current_app, json
+from flask import Flask, Response, current_app
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from . import metrics
@@ -124,7 +126,8 @@ def problem_response(
 ) -> Response:
     body = {"type": f"/problems/{slug}", "title": title, "status": status, "detail": detail}
     body.update(extensions)
-    return Response(json.dumps(body), status=status, mimetype=PROBLEM_JSON)
+    return Response(json.dumps(body, separators=(",", ":")), status=status,
+                    mimetype=PROBLEM_JSON)
 
 
 def _from_problem(exc: Problem) -> Response:
@@ -164,10 +167,22 @@ def _from_unexpected(exc: Exception) -> Response:
     return problem_response(500, "internal-error", "Internal error", "An unexpected error")
 
 
+# What answers each kind of failure, the more particular first.
+HANDLERS = (
+    ((Problem,), _from_problem),
+    ((DomainError,), _from_domain_error),
+    ((HTTPException,), _from_http_exception),
+    (REDIS_ERRORS, _from_redis_error),
+    ((Exception,), _from_unexpected),
+)
+
+
 def register(app: Flask) -> None:
-    app.register_error_handler(Problem, _from_problem)
-    app.register_error_handler(DomainError, _from_domain_error)
-    app.register_error_handler(HTTPException, _from_http_exception)
-    for error in REDIS_ERRORS:
-        app.register_error_handler(error, _from_redis_error)
-    app.register_error_handler(Exception, _from_unexpected)
+    for kinds, handler in HANDLERS:
+        for kind in kinds:
+            app.register_error_handler(kind, handler)
+
+
+def response_for(exc: Exception) -> Response:
+    """The answer to ``exc`` that ``register``'s handlers give in Flask."""
+    return next(handler(exc) for kinds, handler in HANDLERS if isinstance(exc, kinds))

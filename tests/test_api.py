@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from flask import request, request_started
 
 from service.keys import SkuKeys
 
@@ -89,6 +90,24 @@ def test_unknown_order_is_404(client):
     for order_id in ["default~0123456789abcdef0123", "nonsense", "a~b"]:
         response = client.get(f"/orders/{order_id}")
         assert response.status_code == 404 and response.content_type == PROBLEM
+
+
+def test_an_order_is_answered_before_flask(make_app):
+    """POST /orders skips Flask's per-request machinery (orders_endpoint.py), with the same
+    headers as every other answer; every other request still goes through Flask."""
+    app = make_app()
+    client = app.test_client()
+    seen = []
+    with request_started.connected_to(lambda sender, **extra: seen.append(request.path), app):
+        client.put("/stock/fast", json={"quantity": 1})
+        created = client.post("/orders", json={"sku": "fast"}, headers={"X-Request-ID": "r-1"})
+        sold_out = client.post("/orders?strategy=lock", json={"sku": "fast"})
+        assert client.delete("/orders").status_code == 405
+    assert seen == ["/stock/fast", "/orders"]  # the PUT and the DELETE only
+    assert created.status_code == 201 and sold_out.status_code == 409
+    assert created.headers["X-Request-ID"] == "r-1"
+    assert len(sold_out.headers["X-Request-ID"]) == 32
+    assert {created.headers["X-Replica"], sold_out.headers["X-Replica"]} == {"test-replica"}
 
 
 def test_health(client):

@@ -88,7 +88,8 @@ DOMAIN = {"service.model", "service.records", "service.orders", "service.strateg
           "service.strategies.read_decide_write", "service.lock",
           "service.watchdog", "service.scripts", "service.keys", "service.config",
           "service.redis_client", "service.metrics"}
-HTTP = {"service", "service.api", "service.errors", "service.metrics_api", "service.openapi",
+HTTP = {"service", "service.api", "service.errors", "service.inputs", "service.metrics_api",
+        "service.openapi", "service.orders_endpoint",
         "service.telemetry", "service.logs"}
 
 
