@@ -119,11 +119,13 @@ def on_exit(server):
 def _first_requests(app):
     """Requests through the whole app that change nothing and need no Redis, answered before
     the worker takes a real one: Flask compiles its URL map on the first match, and the
-    request, response, JSON and problem paths run for the first time. A refused order (422,
-    before the domain) is not counted or logged."""
+    request, response, JSON and problem paths of the order endpoint and of Flask run for the
+    first time. A refused order (422, before the domain) and a refused confirm (400, an unknown
+    strategy) are not counted or logged."""
     client = app.test_client()
     client.get("/livez")
-    client.post("/orders", json=[])
+    client.post("/orders", json=[])  # the order endpoint's refusal
+    client.post("/orders/warm-up/confirm?strategy=none-such")  # Flask's
 
 
 def post_worker_init(worker):

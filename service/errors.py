@@ -126,7 +126,9 @@ def problem_response(
 ) -> Response:
     body = {"type": f"/problems/{slug}", "title": title, "status": status, "detail": detail}
     body.update(extensions)
-    return Response(json.dumps(body, separators=(",", ":")), status=status,
+    # default=str: an extension value JSON has no type for (a date, say) is sent as text,
+    # as Flask's own JSON provider would, rather than failing the answer.
+    return Response(json.dumps(body, separators=(",", ":"), default=str), status=status,
                     mimetype=PROBLEM_JSON)
 
 

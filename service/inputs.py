@@ -64,9 +64,9 @@ def _read_some(read: Callable[[int], bytes], size: int) -> bytes:
     """Up to ``size`` bytes of the body; a body the server cannot unframe is a 400."""
     try:
         return read(size)
-    except ClientDisconnected:
+    except ClientDisconnected:  # werkzeug's stream (api.py): fewer bytes than declared
         raise MalformedRequest("The body ended before its framing said it would") from None
-    except HTTPException:  # werkzeug's own limit (413): answered as it is
+    except HTTPException:  # werkzeug's own limit (413, api.py): answered as it is
         raise
     except Exception as exc:
         # The WSGI server's body reader failed: gunicorn raises InvalidChunkSize,

@@ -13,16 +13,27 @@ every POST to ``/orders`` itself, as the rest of the API is answered: the same c
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
+import werkzeug.urls  # noqa: F401 - registers the "werkzeug.url_quote" codec error handler
 from werkzeug.sansio.utils import get_content_length
+from werkzeug.wrappers import Response
 
 from . import inputs
 from .config import Settings
-from .errors import CustomerLimit, OutOfStock, Problem, Unavailable, domain_slug, response_for
+from .errors import (
+    CustomerLimit,
+    OutOfStock,
+    Problem,
+    Unavailable,
+    domain_slug,
+    problem_response,
+    response_for,
+)
 from .model import CUSTOMER_LIMIT, DomainError, OrderRequest, Outcome
 from .orders import OrderService
 from .redis_client import REDIS_ERRORS
@@ -31,8 +42,10 @@ from .telemetry import report_order
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
+log = logging.getLogger(__name__)
+
 PATH = "/orders"
-CREATED = "201 Created"
+STATUS_CREATED = "201 Created"
 
 
 class OrdersEndpoint:
@@ -52,7 +65,7 @@ class OrdersEndpoint:
             if not outcome.created:
                 raise _not_created(outcome)
         except Exception as exc:  # every failure is answered as Flask's handlers answer it
-            response = response_for(exc)
+            response = _answer_to(exc)
             response.headers["X-Replica"] = self.settings.replica_id
             response.headers["X-Request-ID"] = request_id
             return response(environ, start_response)
@@ -66,7 +79,7 @@ class OrdersEndpoint:
                    ("Location", f"{PATH}/{outcome.order_id}"),
                    ("X-Replica", self.settings.replica_id), ("X-Request-ID", request_id),
                    *_replay_headers(outcome).items()]
-        start_response(CREATED, headers)
+        start_response(STATUS_CREATED, headers)
         return [body]
 
     def _order_request(self, environ: dict[str, Any]) -> OrderRequest:
@@ -78,7 +91,7 @@ class OrdersEndpoint:
         key = inputs.idempotency_key(environ.get("HTTP_IDEMPOTENCY_KEY"))
         declared = get_content_length(environ.get("CONTENT_LENGTH"),
                                       environ.get("HTTP_TRANSFER_ENCODING"))
-        if declared is None and not environ.get("wsgi.input_terminated"):
+        if declared is None and "wsgi.input_terminated" not in environ:
             data = b""  # a server that cannot tell where the body ends: none, as werkzeug reads it
         else:
             data = inputs.read_body(environ["wsgi.input"].read, declared)
@@ -104,10 +117,22 @@ class OrdersEndpoint:
 
 
 def _first(query: str, name: str) -> str | None:
-    """The first value of ``name`` in a WSGI query string (werkzeug's ``request.args``)."""
+    """The first value of ``name`` in a WSGI query string, decoded as werkzeug's
+    ``request.args`` decodes it (an invalid percent-escape stays as it was sent)."""
     decoded = query.encode("latin-1").decode("utf-8", "replace")
     return next((value for key, value in parse_qsl(decoded, keep_blank_values=True,
-                                                    errors="replace") if key == name), None)
+                                                    errors="werkzeug.url_quote")
+                 if key == name), None)
+
+
+def _answer_to(exc: Exception) -> Response:
+    """``errors.response_for(exc)``; should that fail too, a plain 500 problem (as Flask
+    falls back to its InternalServerError), logged with both tracebacks."""
+    try:
+        return response_for(exc)
+    except Exception:
+        log.exception("the answer to %s failed", type(exc).__name__)
+        return problem_response(500, "internal-error", "Internal error", "An unexpected error")
 
 
 def _replay_headers(outcome: Outcome) -> dict[str, str]:

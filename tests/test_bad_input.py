@@ -136,3 +136,27 @@ def test_unsafe_strategy_only_when_enabled(make_app, books):
     client.put("/stock/sku1", json={"quantity": 1})
     response = client.post("/orders?strategy=none", json={"sku": "sku1"})
     assert response.status_code == 201 and response.get_json()["strategy"] == "none"
+
+
+def test_a_strategy_is_refused_in_the_words_it_was_sent(client):
+    """The order endpoint reads the query string as Flask does for every other route: an
+    invalid percent-escape is named as it was sent, not replaced."""
+    for path in ("/orders", "/orders/x~00000000000000000000/confirm"):
+        answer = client.post(f"{path}?strategy=lua%FF&strategy=lock")
+        assert_problem(answer, 400)
+        assert "'lua%FF'" in answer.get_json()["detail"]
+
+
+def test_an_answer_that_fails_is_still_a_problem(client, monkeypatch, caplog):
+    """Should answering a failure fail too, the order endpoint still answers a 500 problem
+    with its headers, and logs it (as Flask does for the other routes)."""
+    import service.orders_endpoint
+
+    def broken(exc):
+        raise TypeError("cannot answer")
+
+    monkeypatch.setattr(service.orders_endpoint, "response_for", broken)
+    answer = client.post("/orders", json=[], headers={"X-Request-ID": "r-9"})
+    assert_problem(answer, 500)
+    assert answer.headers["X-Request-ID"] == "r-9"
+    assert "the answer to InvalidOrder failed" in caplog.text
