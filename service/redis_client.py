@@ -56,6 +56,15 @@ class OsPollParser(_HiredisParser):
         return bool(poller.poll(0)) and super().can_read(timeout)
 
 
+class OsPollConnection(redis.Connection):
+    """A TCP connection that reads with ``OsPollParser``: how a Redis Cluster client gets the
+    parser, since redis-py's cluster client drops a ``parser_class`` it is given but keeps a
+    ``connection_class`` (a ``rediss://`` URL's TLS connection class still wins over it)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{**kwargs, "parser_class": OsPollParser})
+
+
 def connect(settings: Settings) -> redis.Redis | redis.RedisCluster:
     """A Redis (or Redis Cluster) client whose every call gives up after REDIS_TIMEOUT_MS.
 
@@ -71,7 +80,9 @@ def connect(settings: Settings) -> redis.Redis | redis.RedisCluster:
         "retry": Retry(NoBackoff(), 0),
         "max_connections": settings.redis_max_connections,  # per node of a cluster
     }
-    if not settings.redis_cluster:  # a cluster client drops a parser_class it is given
+    if settings.redis_cluster:  # a cluster client drops a parser_class it is given
+        options["connection_class"] = OsPollConnection
+    else:
         options["parser_class"] = OsPollParser
     if settings.redis_password:
         options["password"] = settings.redis_password

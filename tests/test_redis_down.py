@@ -11,7 +11,7 @@ import redis
 from harness.redis_server import RedisServer, free_port
 from service import create_app
 from service.config import Settings
-from service.redis_client import OsPollParser, connect
+from service.redis_client import OsPollConnection, OsPollParser, connect
 
 PROBLEM = "application/problem+json"
 
@@ -113,6 +113,44 @@ def test_a_pooled_connection_is_checked_before_it_is_reused(single_redis, parser
             assert read == "value"
 
         if parser is BlindParser:
+            with pytest.raises(AssertionError):
+                reads_the_value()
+        else:
+            reads_the_value()
+    finally:
+        client.close()
+
+
+class BlindConnection(redis.Connection):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**{**kwargs, "parser_class": BlindParser})
+
+
+@pytest.mark.parametrize("connection_class", [OsPollConnection, BlindConnection])
+def test_a_pooled_cluster_connection_is_checked_before_it_is_reused(redis_cluster_nodes,
+                                                                      connection_class):
+    """The same on a Redis Cluster, whose client takes the parser through its connection
+    class: a connection that a master closed while it sat in the pool is found, and the
+    control, which finds nothing, fails."""
+    client = connect(Settings.from_env(redis_cluster_nodes.service_env()))
+    node = client.get_node_from_key("checked")
+    pool = client.get_redis_connection(node).connection_pool
+    assert pool.connection_class is OsPollConnection
+    pool.connection_class = connection_class
+    try:
+        client.set("checked", "value")
+        pooled_id = client.client_id(target_nodes=node)
+        with redis_cluster_nodes.server_for("checked").admin() as admin:
+            admin.client_kill_filter(_id=pooled_id)
+
+        def reads_the_value() -> None:
+            try:
+                read = client.get("checked")
+            except redis.ConnectionError as exc:
+                read = exc
+            assert read == "value"
+
+        if connection_class is BlindConnection:
             with pytest.raises(AssertionError):
                 reads_the_value()
         else:
