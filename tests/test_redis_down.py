@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -87,10 +88,29 @@ class BlindParser(OsPollParser):
         return False
 
 
-def kill_the_pooled_connection(client, server) -> None:
-    """The server closes the pooled connection while it sits idle in the pool."""
-    with server.admin() as admin:
-        admin.client_kill_filter(_id=client.client_id())
+def read_after_a_kill(client, kill: Callable[[], None], blind: bool) -> None:
+    """Write a value; ``kill`` has the server close the pooled connection while it sits idle
+    in the pool; read the value back. The service's check finds the dead connection and the
+    pool connects afresh; a ``blind`` control sends the read down the dead connection and
+    fails."""
+
+    def reads_the_value() -> None:
+        try:
+            read = client.get("checked")
+        except redis.ConnectionError as exc:
+            read = exc
+        assert read == "value"
+
+    try:
+        client.set("checked", "value")
+        kill()
+        if blind:
+            with pytest.raises(AssertionError):
+                reads_the_value()
+        else:
+            reads_the_value()
+    finally:
+        client.close()
 
 
 @pytest.mark.parametrize("parser", [OsPollParser, BlindParser])
@@ -101,24 +121,12 @@ def test_a_pooled_connection_is_checked_before_it_is_reused(single_redis, parser
     client = connect(Settings.from_env({"REDIS_URL": single_redis.url}))
     assert client.connection_pool.connection_kwargs["parser_class"] is OsPollParser
     client.connection_pool.connection_kwargs["parser_class"] = parser
-    try:
-        client.set("checked", "value")
-        kill_the_pooled_connection(client, single_redis)
 
-        def reads_the_value() -> None:
-            try:
-                read = client.get("checked")
-            except redis.ConnectionError as exc:
-                read = exc
-            assert read == "value"
+    def kill() -> None:
+        with single_redis.admin() as admin:
+            admin.client_kill_filter(_id=client.client_id())
 
-        if parser is BlindParser:
-            with pytest.raises(AssertionError):
-                reads_the_value()
-        else:
-            reads_the_value()
-    finally:
-        client.close()
+    read_after_a_kill(client, kill, blind=parser is BlindParser)
 
 
 class BlindConnection(redis.Connection):
@@ -137,23 +145,10 @@ def test_a_pooled_cluster_connection_is_checked_before_it_is_reused(redis_cluste
     pool = client.get_redis_connection(node).connection_pool
     assert pool.connection_class is OsPollConnection
     pool.connection_class = connection_class
-    try:
-        client.set("checked", "value")
+
+    def kill() -> None:
         pooled_id = client.client_id(target_nodes=node)
         with redis_cluster_nodes.server_for("checked").admin() as admin:
             admin.client_kill_filter(_id=pooled_id)
 
-        def reads_the_value() -> None:
-            try:
-                read = client.get("checked")
-            except redis.ConnectionError as exc:
-                read = exc
-            assert read == "value"
-
-        if connection_class is BlindConnection:
-            with pytest.raises(AssertionError):
-                reads_the_value()
-        else:
-            reads_the_value()
-    finally:
-        client.close()
+    read_after_a_kill(client, kill, blind=connection_class is BlindConnection)
