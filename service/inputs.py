@@ -39,9 +39,8 @@ def read_body(read: Callable[[int], bytes], declared: int | None) -> bytes:
     A body that cannot be read as it is framed (a broken chunk, or fewer bytes than its
     Content-Length before the client stopped sending) is a 400: none of it is used.
     """
-    too_large = PayloadTooLarge(f"The body must be at most {MAX_BODY_BYTES} bytes")
     if (declared or 0) > MAX_BODY_BYTES:
-        raise too_large
+        raise _too_large()
     # A declared length is read to its end and no further (one read, usually); a chunked
     # body, in short reads until it ends or passes the limit.
     wanted = MAX_BODY_BYTES + 1 if declared is None else declared
@@ -56,8 +55,12 @@ def read_body(read: Callable[[int], bytes], declared: int | None) -> bytes:
         # '{"sku": "a", "quantity": 10}' could still parse as another valid order.
         raise MalformedRequest(f"The body ended after {len(data)} of its {declared} bytes")
     if len(data) > MAX_BODY_BYTES:
-        raise too_large
+        raise _too_large()
     return data
+
+
+def _too_large() -> PayloadTooLarge:
+    return PayloadTooLarge(f"The body must be at most {MAX_BODY_BYTES} bytes")
 
 
 def _read_some(read: Callable[[int], bytes], size: int) -> bytes:
