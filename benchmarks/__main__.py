@@ -49,7 +49,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", default="1,8,32,64")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per level")
     parser.add_argument("--spread-skus", type=int, default=100)
-    parser.add_argument("--lock-duration", type=float, default=5.0)
+    parser.add_argument("--lock-duration", type=float, default=5.0,
+                        help="lock: seconds per contender and round")
+    parser.add_argument("--lock-rounds", type=int, default=3,
+                        help="lock: alternating rounds of the contenders")
     parser.add_argument("--faults", default=",".join(FAULTS),
                         help=f"for the faults scenario: comma-separated, from {', '.join(FAULTS)}")
     parser.add_argument("--fault-scale", type=float, default=1.0,

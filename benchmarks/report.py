@@ -43,6 +43,8 @@ LOCK_COLUMNS = [
     ("lock", "lock"), ("acquisitions_per_s", "acq/s"), ("wait_p50_ms", "wait p50 ms"),
     ("wait_p99_ms", "wait p99 ms"), ("wait_max_ms", "wait max ms"), ("timeouts", "timeouts"),
     ("per_process", "per process"), ("fairness", "fairness"),
+    ("client_cpu_us_per_acq", "clients' CPU us/acq"), ("redis_cpu_us_per_acq", "Redis CPU us/acq"),
+    ("redis_commands_per_acq", "Redis cmds/acq"),
 ]
 
 FAULT_COLUMNS = [

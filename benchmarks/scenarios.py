@@ -18,11 +18,12 @@ from harness.fault_scenarios import SCENARIOS as FAULTS
 from harness.faults import run_variant
 from harness.redis_server import admin_client
 from harness.replicas import LocalReplicas
+from service.cohort import LOCAL_TURNS
 
 from . import flashsale, report
 from .baseline import run_baseline_scenario
 from .cost import CostProbe
-from .lockbench import run_lock_benchmark
+from .lockbench import CONTENDERS, run_lock_benchmark
 from .memory import memory
 from .metrics_cost import run_metrics_scenario
 from .progress import Progress
@@ -129,11 +130,19 @@ def run_replicas_scenario(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_lock_scenario(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:
+    progress = Progress(len(CONTENDERS) * args.lock_rounds, "lock")
     rows = [r.as_dict() for r in run_lock_benchmark(
-        redis_url, duration_s=args.lock_duration, cluster=args.redis == "cluster")]
+        redis_url, duration_s=args.lock_duration, cluster=args.redis == "cluster",
+        rounds=args.lock_rounds, on_round=progress.advance)]
+    progress.close()
     return {"rows": rows, "notes": [
-        "3 processes x 8 threads take and release one lock as fast as they can; "
-        "fairness = fewest / most acquisitions of any process."]}
+        "3 processes x 8 threads take and release one lock as fast as they can, "
+        f"{args.lock_duration:g} s per contender, {args.lock_rounds} alternating rounds; "
+        "acq/s is the median round's (each round's in results.json), the waits are every "
+        "round's; fairness = fewest / most acquisitions of any process.",
+        "FencedLock hands the lock to the threads of its own process first, at most "
+        f"{LOCAL_TURNS} in a row while other processes wait (service/cohort.py); "
+        "'every thread queues in Redis' is the same lock with that switched off."]}
 
 
 def run_redis_scenario(args: argparse.Namespace, redis_url: str) -> dict[str, Any]:

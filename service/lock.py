@@ -11,6 +11,10 @@ A drop-in for ``redis.lock.Lock`` (``client.lock(name, lock_class=FencedLock)`` 
   waiter wakes up holding the lock: no polling, no race against newcomers, one round trip
   saved per hand-off. A waiter never blocks past the holder's lease, so a holder that died
   without releasing costs at most one lease (see ``lua/lock_handoff.lua``).
+* A plain ``acquire`` and ``release`` go through the process's cohort (``service.cohort``):
+  one thread per process queues in Redis, the others wait in the process, and a release hands
+  the lock to the next of them in one round trip, up to ``cohort.LOCAL_TURNS`` in a row while
+  other processes wait. Each holder still gets its own fencing token.
 
 Two additions serve callers that count round trips: ``acquire_and_read`` takes the lock,
 waits for it if it is held and runs reads right after the acquisition, all in one round trip
@@ -20,8 +24,10 @@ lock as its last step (``keys`` and ``handoff_args``, then ``forget``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import random
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -37,7 +43,7 @@ from redis.exceptions import (
 )
 from redis.lock import Lock
 
-from . import scripts
+from . import cohort, scripts
 from .keys import grant_prefix, lock_keys
 from .redis_client import ReplicaWait, execute_on_master, master_of
 from .watchdog import WATCHDOG
@@ -83,6 +89,14 @@ def holder_token(holder: str) -> str:
     return f"{holder}/{uuid.uuid4().hex}"
 
 
+def new_token() -> bytes:
+    """A lock token: 128 random bits. A token must be unique, not secret (whoever reaches the
+    lock's Redis can delete the lock anyway): the process's PRNG, seeded from the OS and
+    reseeded in a forked child, costs a fraction of redis-py's uuid1 (10 us) or a getrandom
+    call."""
+    return b"%032x" % random.getrandbits(128)
+
+
 def held_by(token: str | None, holder: str) -> bool:
     """Whether ``token`` (a lock key's value) was made by ``holder_token(holder)``."""
     return bool(token) and token.startswith(holder + "/")
@@ -92,17 +106,23 @@ class FencedLock(Lock):
     lua_fenced_acquire = None
     lua_handoff_release = None
     lua_cancel_wait = None
+    lua_pass = None
 
     def __init__(self, redis, name: str, *args, renew: bool = False,
                  wait: ReplicaWait | None = None, wait_mark: str | None = None,
-                 **kwargs) -> None:
+                 local_handoff: bool = True, **kwargs) -> None:
         """As ``Lock``; with ``renew`` (and a ``timeout``), a watchdog extends the lease every
         timeout/3 for as long as the holder holds the lock (see ``service.watchdog``). With
         ``wait`` asking for replicas, an acquisition counts only once that many replicas have
         it (WAIT in the acquire's round trip): its fencing token then survives a fail-over.
         ``wait_mark``: a key of the lock's slot that is INCRed before that WAIT, so it also
-        covers what the reads behind the acquire saw (see ``ReplicaWait.queue``)."""
+        covers what the reads behind the acquire saw (see ``ReplicaWait.queue``).
+        ``local_handoff``: a blocking ``acquire`` waits behind the threads of its own process
+        in the process, and ``release`` hands the lock to them first (see ``service.cohort``);
+        False: every thread queues in Redis."""
         super().__init__(redis, name, *args, **kwargs)
+        self.local_handoff = local_handoff
+        self.cohort = cohort.Member(redis, name)
         self.wait = wait or ReplicaWait()
         self.wait_mark = wait_mark
         self.keys = lock_keys(name)
@@ -110,6 +130,7 @@ class FencedLock(Lock):
         self.renew = renew and bool(self.timeout)
         self.local.fencing_token = None
         self.local.watch = None
+        self.local.member = False  # holds the lock as a member of its cohort
 
     def register_scripts(self) -> None:
         """Lock's scripts and ours, as ``SlotScript``s (see ``service.scripts``).
@@ -124,16 +145,18 @@ class FencedLock(Lock):
             reacquire = scripts.register(client, cls.LUA_REACQUIRE_SCRIPT)
             release = scripts.register(client, scripts.source("lock_release"))
             cancel = scripts.register(client, scripts.source("lock_cancel"))
+            handoff = scripts.register(client, scripts.source("lock_pass"))
             acquire = scripts.register(client, scripts.source("lock_acquire"))
             cls.lua_extend, cls.lua_reacquire = extend, reacquire
             cls.lua_handoff_release, cls.lua_cancel_wait = release, cancel
+            cls.lua_pass = handoff
             cls.lua_fenced_acquire = acquire
 
     @classmethod
     def scripts(cls) -> tuple:
         """Every script of the lock (after ``register_scripts``)."""
         return (cls.lua_extend, cls.lua_reacquire, cls.lua_handoff_release,
-                cls.lua_cancel_wait, cls.lua_fenced_acquire)
+                cls.lua_cancel_wait, cls.lua_pass, cls.lua_fenced_acquire)
 
     @property
     def fencing_token(self) -> int | None:
@@ -170,11 +193,19 @@ class FencedLock(Lock):
 
     def forget(self) -> None:
         """A script released the lock (or it was lost): this object no longer holds it."""
+        token = getattr(self.local, "token", None)
+        if self._clear():
+            self.cohort.step_down(token)
+
+    def _clear(self) -> bool:
+        """Forget the holder's state; whether it held the lock as a member of its cohort."""
         self.local.token = None
         self.local.fencing_token = None
         watch, self.local.watch = getattr(self.local, "watch", None), None
         if watch is not None:
             WATCHDOG.unwatch(watch)
+        member, self.local.member = getattr(self.local, "member", False), False
+        return member
 
     def acquire(
         self,
@@ -186,9 +217,54 @@ class FencedLock(Lock):
         """Acquire the lock, as ``Lock.acquire``; a blocked caller is handed it in turn.
 
         ``sleep`` bounds one wait for the hand-off (redis-py's meaning, a poll interval, has no
-        use here); by default a wait lasts until the holder's lease ends.
+        use here); by default a wait lasts until the holder's lease ends. With
+        ``local_handoff``, a blocking caller first waits behind the threads of its process that
+        want the lock (``service.cohort``).
         """
-        return self.acquire_and_read(None, sleep, blocking, blocking_timeout, token) is not None
+        blocking = self.blocking if blocking is None else blocking
+        if not (blocking and self.local_handoff):
+            return self.acquire_and_read(None, sleep, blocking, blocking_timeout, token) is not None
+        token = new_token() if token is None else self.redis.get_encoder().encode(token)
+        if blocking_timeout is None:
+            blocking_timeout = self.blocking_timeout
+        deadline = None if blocking_timeout is None else time.monotonic() + blocking_timeout
+        turn = self.cohort.join(self, token)
+        if turn is not None:  # a thread of this process is ahead, in Redis or holding
+            try:
+                if not self.cohort.wait(turn, deadline):
+                    return False
+            except BaseException:  # interrupted: leave, and pass the lock on if it came
+                if self.cohort.abandon(turn):
+                    self._held(token, turn.handed()[0])
+                    self._as_member(token)
+                    with contextlib.suppress(Exception):  # the interruption is the news
+                        self.release()
+                raise
+            if (handed := turn.handed()) is not None:
+                fence, replicated = handed
+                self._held(token, fence)
+                self._as_member(token)
+                if not replicated:
+                    self.release()
+                    self._check_replicated(replicated)
+                return True
+            # Sent to Redis: this thread is the cohort's member there now.
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            acquired = self.acquire_and_read(None, sleep, True, remaining, token) is not None
+        except BaseException:
+            self.cohort.step_down(token, everyone=True)
+            raise
+        if acquired:
+            self._as_member(token)
+        else:
+            self.cohort.step_down(token)
+        return acquired
+
+    def _as_member(self, token: bytes) -> None:
+        """This thread holds the lock as its cohort's member."""
+        self.local.member = True
+        self.cohort.holding(token, self.timeout)
 
     def acquire_and_read(
         self,
@@ -216,7 +292,7 @@ class FencedLock(Lock):
         that expired in between sends the caller back to the queue.)
         """
         if token is None:
-            token = uuid.uuid1().hex.encode()
+            token = new_token()
         else:
             token = self.redis.get_encoder().encode(token)
         blocking = self.blocking if blocking is None else blocking
@@ -414,8 +490,35 @@ class FencedLock(Lock):
         return max(min(bounds), 0.0005)  # never a busy spin
 
     def do_release(self, expected_token: str) -> None:
-        self.forget()
-        if not self._run(self.lua_handoff_release, expected_token):
+        member = self._clear()
+        if member and (turn := self.cohort.next_holder(expected_token)) is not None:
+            self._hand_to(turn, expected_token)
+            return
+        try:
+            released = self._run(self.lua_handoff_release, expected_token)
+        finally:
+            if member:
+                self.cohort.step_down(expected_token)
+        if not released:
             raise LockNotOwnedError(
                 "Cannot release a lock that's no longer owned", lock_name=self.name
             )
+
+    def _hand_to(self, turn: cohort.Turn, expected_token: bytes) -> None:
+        """Hand the lock to a waiter of this process (``lua/lock_pass.lua``) with its lease
+        and, if it asks for replicas, a WAIT in the same round trip, then wake it. If this
+        holder no longer holds the lock, or the answer is lost, the waiter queues in Redis."""
+        waiter = turn.lock
+        try:
+            (fence, queued), replicated = self.lua_pass.call_and_wait(
+                self.keys, [expected_token, waiter._lease_ms(), self.grant_prefix, turn.token],
+                waiter.wait, self.redis, waiter.wait_mark)
+        except BaseException:
+            self.cohort.send_to_redis(expected_token, turn)
+            raise
+        if not fence:
+            self.cohort.send_to_redis(expected_token, turn)
+            raise LockNotOwnedError(
+                "Cannot release a lock that's no longer owned", lock_name=self.name
+            )
+        self.cohort.handed_over(expected_token, turn, int(fence), replicated, int(queued) > 0)

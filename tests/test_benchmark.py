@@ -31,7 +31,7 @@ def report(cluster, tmp_path_factory):
     code = main(["--url", ",".join(cluster.urls), "--redis-url", cluster.redis_url,
                  "--scenario", "seed,throughput,spread,lock", "--duration", "0.4",
                  "--concurrency", "1,4", "--spread-skus", "3", "--lock-duration", "0.5",
-                 "--out", str(out)])
+                 "--lock-rounds", "2", "--out", str(out)])
     return code, out, json.loads((out / "results.json").read_text())
 
 
@@ -79,9 +79,10 @@ def test_level_numbers_agree_with_redis(report, cluster, scenario):
 
 def test_lock_benchmark_counts_every_contender(report):
     rows = report[2]["scenarios"]["lock"]["rows"]
-    assert [row["lock"] for row in rows][0] == "FencedLock" and len(rows) == 3
+    assert [row["lock"] for row in rows][0] == "FencedLock" and len(rows) == 4
     for row in rows:
         assert row["acquisitions"] == sum(row["per_process"]) > 0
+        assert len(row["rounds_acquisitions_per_s"]) == 2
         assert row["wait_p50_ms"] <= row["wait_p99_ms"] <= row["wait_max_ms"]
 
 
@@ -116,7 +117,8 @@ def test_cluster_run_and_masters_scenario(tmp_path):
     spread scenario on 1 master vs 3."""
     code = main(["--redis", "cluster", "--scenario", "seed,masters,lock", "--replicas", "2",
                  "--strategies", "lua,lock", "--concurrency", "4", "--duration", "0.3",
-                 "--spread-skus", "6", "--lock-duration", "0.5", "--out", str(tmp_path)])
+                 "--spread-skus", "6", "--lock-duration", "0.5", "--lock-rounds", "1",
+                 "--out", str(tmp_path)])
     results = json.loads((tmp_path / "results.json").read_text())
     assert code == 0 and results["parameters"]["redis"] == "Redis Cluster, 3 masters"
     runs = {run["strategy"]: run for run in results["scenarios"]["seed"]["runs"]}

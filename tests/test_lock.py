@@ -177,10 +177,12 @@ def wait_until_blocked(redis_server, count: int, key: str = "l") -> None:
 
 
 def test_release_wakes_a_waiter_that_a_poll_would_miss(redis_server, redis_client):
-    """Lease 60 s, waiter gives up after 5 s: only the release's signal can hand it the lock."""
-    holder = FencedLock(redis_client, "l", timeout=60)
+    """Lease 60 s, waiter gives up after 5 s: only the release's signal can hand it the lock.
+    (``local_handoff=False`` here and below: these threads stand for processes, and queue in
+    Redis; threads of one process wait in it, see test_cohort.py.)"""
+    holder = FencedLock(redis_client, "l", timeout=60, local_handoff=False)
     holder.acquire()
-    waiter = FencedLock(redis_client, "l", timeout=60)
+    waiter = FencedLock(redis_client, "l", timeout=60, local_handoff=False)
     got = []
     thread = threading.Thread(target=lambda: got.append(waiter.acquire(blocking_timeout=5)))
     thread.start()
@@ -206,12 +208,12 @@ def test_a_polling_lock_misses_the_same_release(redis_client):
 
 
 def test_waiters_are_served_in_arrival_order(redis_server, redis_client):
-    holder = FencedLock(redis_client, "l", timeout=60)
+    holder = FencedLock(redis_client, "l", timeout=60, local_handoff=False)
     holder.acquire()
     order = []
 
     def wait_then_hold(name):
-        lock = FencedLock(redis_client, "l", timeout=60)
+        lock = FencedLock(redis_client, "l", timeout=60, local_handoff=False)
         assert lock.acquire(blocking_timeout=20)
         order.append(name)
         lock.release()

@@ -144,10 +144,10 @@ def grant_of(client: redis.RedisCluster, token: str) -> list[str]:
 def test_a_release_during_a_slot_migration_frees_the_lock(redis_server, redis_client):
     """While the slot migrates, Redis refuses a waiter's grant list (it does not exist yet) in
     the middle of the release: the lock must not be left set to a waiter that was not told."""
-    holder = FencedLock(redis_client, LOCK, timeout=30)
+    holder = FencedLock(redis_client, LOCK, timeout=30, local_handoff=False)
     holder.acquire()
     holder_token = holder.local.token.decode()
-    waiter = FencedLock(redis_client, LOCK, timeout=30, thread_local=False)
+    waiter = FencedLock(redis_client, LOCK, timeout=30, thread_local=False, local_handoff=False)
     got = []
     thread = threading.Thread(target=lambda: got.append(waiter.acquire(blocking_timeout=20)))
     thread.start()

@@ -85,7 +85,7 @@ def test_one_module_loads_no_flask():
 DOMAIN = {"service.model", "service.records", "service.orders", "service.strategies",
           "service.strategies.lock",
           "service.strategies.lua", "service.strategies.none",
-          "service.strategies.read_decide_write", "service.lock",
+          "service.strategies.read_decide_write", "service.lock", "service.cohort",
           "service.watchdog", "service.scripts", "service.keys", "service.config",
           "service.redis_client", "service.metrics"}
 HTTP = {"service", "service.api", "service.errors", "service.inputs", "service.metrics_api",
