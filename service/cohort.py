@@ -116,8 +116,9 @@ class Member:
             now = time.monotonic()
             timeout = CHECK_S if deadline is None else min(CHECK_S, deadline - now)
             with _mutex:
-                cohort = _cohorts[self.key]  # it exists while ``turn`` is queued, or is told
-                if cohort.waiting and cohort.waiting[0] is turn and cohort.held_until is not None:
+                cohort = _cohorts.get(self.key)
+                if cohort is not None and cohort.waiting and cohort.waiting[0] is turn \
+                        and cohort.held_until is not None:
                     timeout = min(timeout, cohort.held_until - now)
             if turn.wait(timeout):
                 return True
@@ -127,8 +128,8 @@ class Member:
                 turn.wait(None)  # the outcome is on its way
                 return True
             with _mutex:
-                cohort = _cohorts[self.key]
-                if turn in cohort.waiting:
+                cohort = _cohorts.get(self.key)
+                if cohort is not None and turn in cohort.waiting:
                     if cohort.waiting[0] is turn and cohort.held_until is not None \
                             and time.monotonic() >= cohort.held_until:
                         cohort.members.discard(cohort.holder)
@@ -153,8 +154,8 @@ class Member:
         """Take ``turn`` off the queue: False if it was no longer there (an outcome came or
         is on its way)."""
         with _mutex:
-            cohort = _cohorts[self.key]
-            if turn not in cohort.waiting:
+            cohort = _cohorts.get(self.key)
+            if cohort is None or turn not in cohort.waiting:
                 return False
             cohort.waiting.remove(turn)
             self._empty(cohort)
