@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from typing import Any
 
@@ -64,7 +65,10 @@ class Turn:
 
 
 class Cohort:
-    def __init__(self) -> None:
+    def __init__(self, client: Any) -> None:
+        # Cohorts are keyed by the client's id: a cohort left behind by a client that is gone
+        # (a holder that never released) is not one for a new client that reuses its id.
+        self.client = weakref.ref(client)
         self.waiting: deque[Turn] = deque()
         self.members: set[bytes] = set()  # tokens of threads queued in Redis or holding
         self.holder: bytes | None = None  # the member holding the lock
@@ -90,9 +94,10 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 class Member:
     """What a thread does with the cohort of lock ``name`` on ``client`` (one FencedLock)."""
 
-    __slots__ = ("key",)
+    __slots__ = ("client", "key")
 
     def __init__(self, client: Any, name: str) -> None:
+        self.client = client
         self.key = (id(client), name)
 
     def join(self, lock: Any, token: bytes) -> Turn | None:
@@ -100,8 +105,8 @@ class Member:
         else its turn to wait on (``wait``)."""
         with _mutex:
             cohort = _cohorts.get(self.key)
-            if cohort is None:
-                cohort = _cohorts[self.key] = Cohort()
+            if cohort is None or cohort.client() is not self.client:
+                cohort = _cohorts[self.key] = Cohort(self.client)
             if not cohort.members:
                 cohort.members.add(token)
                 return None

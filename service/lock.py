@@ -244,8 +244,9 @@ class FencedLock(Lock):
                 fence, replicated = handed
                 self._held(token, fence)
                 self._as_member(token)
-                if not replicated:
-                    self.release()
+                if not replicated:  # give it back, as the acquire script's path does
+                    with contextlib.suppress(Exception):
+                        self.release()
                     self._check_replicated(replicated)
                 return True
             # Sent to Redis: this thread is the cohort's member there now.
