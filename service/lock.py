@@ -224,10 +224,7 @@ class FencedLock(Lock):
         blocking = self.blocking if blocking is None else blocking
         if not (blocking and self.local_handoff):
             return self.acquire_and_read(None, sleep, blocking, blocking_timeout, token) is not None
-        token = new_token() if token is None else self.redis.get_encoder().encode(token)
-        if blocking_timeout is None:
-            blocking_timeout = self.blocking_timeout
-        deadline = None if blocking_timeout is None else time.monotonic() + blocking_timeout
+        token, deadline = self._token_and_deadline(token, blocking_timeout)
         turn = self.cohort.join(self, token)
         if turn is not None:  # a thread of this process is ahead, in Redis or holding
             try:
@@ -236,14 +233,14 @@ class FencedLock(Lock):
             except BaseException:  # interrupted: leave, and pass the lock on if it came
                 if self.cohort.abandon(turn):
                     self._held(token, turn.handed()[0])
-                    self._as_member(token)
+                    self.local.member = True
                     with contextlib.suppress(Exception):  # the interruption is the news
                         self.release()
                 raise
             if (handed := turn.handed()) is not None:
                 fence, replicated = handed
                 self._held(token, fence)
-                self._as_member(token)
+                self.local.member = True  # the cohort recorded it at the hand-off
                 if not replicated:  # give it back, as the acquire script's path does
                     with contextlib.suppress(Exception):
                         self.release()
@@ -257,15 +254,19 @@ class FencedLock(Lock):
             self.cohort.step_down(token, everyone=True)
             raise
         if acquired:
-            self._as_member(token)
+            self.local.member = True
+            self.cohort.holding(token, self.timeout)
         else:
             self.cohort.step_down(token)
         return acquired
 
-    def _as_member(self, token: bytes) -> None:
-        """This thread holds the lock as its cohort's member."""
-        self.local.member = True
-        self.cohort.holding(token, self.timeout)
+    def _token_and_deadline(self, token: str | None,
+                            blocking_timeout: float | None) -> tuple[bytes, float | None]:
+        """The caller's token (a new one if None), encoded; when its wait ends (monotonic)."""
+        token = new_token() if token is None else self.redis.get_encoder().encode(token)
+        if blocking_timeout is None:
+            blocking_timeout = self.blocking_timeout
+        return token, None if blocking_timeout is None else time.monotonic() + blocking_timeout
 
     def acquire_and_read(
         self,
@@ -292,14 +293,8 @@ class FencedLock(Lock):
         holding the lock. (The script sees the key, the replies are read after it: a record
         that expired in between sends the caller back to the queue.)
         """
-        if token is None:
-            token = new_token()
-        else:
-            token = self.redis.get_encoder().encode(token)
+        token, deadline = self._token_and_deadline(token, blocking_timeout)
         blocking = self.blocking if blocking is None else blocking
-        if blocking_timeout is None:
-            blocking_timeout = self.blocking_timeout
-        deadline = None if blocking_timeout is None else time.monotonic() + blocking_timeout
         grant_list = self._grant_list(token)
         queued = False  # this caller waits in the lock's queue (it got an answer saying so)
         unqueued_failures = 0
@@ -501,9 +496,7 @@ class FencedLock(Lock):
             if member:
                 self.cohort.step_down(expected_token)
         if not released:
-            raise LockNotOwnedError(
-                "Cannot release a lock that's no longer owned", lock_name=self.name
-            )
+            raise self._not_owned()
 
     def _hand_to(self, turn: cohort.Turn, expected_token: bytes) -> None:
         """Hand the lock to a waiter of this process (``lua/lock_pass.lua``) with its lease
@@ -519,7 +512,9 @@ class FencedLock(Lock):
             raise
         if not fence:
             self.cohort.send_to_redis(expected_token, turn)
-            raise LockNotOwnedError(
-                "Cannot release a lock that's no longer owned", lock_name=self.name
-            )
+            raise self._not_owned()
         self.cohort.handed_over(expected_token, turn, int(fence), replicated, int(queued) > 0)
+
+    def _not_owned(self) -> LockNotOwnedError:
+        return LockNotOwnedError("Cannot release a lock that's no longer owned",
+                                 lock_name=self.name)
