@@ -77,7 +77,6 @@ class Stage:
     marks: dict[str, float] = field(default_factory=dict)  # perf_counter() of fault events
     # A fail-over's topology: the replication link to stall, the master to kill.
     redis_setup: SentinelRedis | RedisClusterNodes | None = None
-    promoted: RedisServer | None = None  # the replica that took the master's place
 
     def at(self, fraction: float) -> None:
         """Sleep until ``fraction`` of the customers' arrival period has passed."""
@@ -192,13 +191,14 @@ class RedisSetup:
     def cluster(self) -> bool:
         return isinstance(self.topology, RedisClusterNodes)
 
-    def books_client(self, promoted: RedisServer | None) -> redis.Redis:
-        """A client of wherever the SKU's data is after the run: the promoted replica, a
-        cluster client (it finds the new slot map), or the one server."""
+    def books_client(self) -> redis.Redis:
+        """A client of wherever the SKU's data is after the run: a cluster client (it finds
+        the new slot map), the master the Sentinels name, or the one server."""
         if self.cluster:
             return self.topology.client_of_live_nodes(decode_responses=True)
-        server = promoted or self.server
-        return redis.Redis.from_url(server.url, decode_responses=True)
+        if self.topology is not None:
+            return redis.Redis(port=self.topology.master_port(), decode_responses=True)
+        return redis.Redis.from_url(self.server.url, decode_responses=True)
 
 
 @contextlib.contextmanager
@@ -248,7 +248,7 @@ def run_variant(scenario: Scenario, variant: Variant, scale: float = 1.0) -> Fau
         # Stopped gracefully, the replicas finish what they are doing: nothing can be written
         # after the books are read.
         cluster.stop()
-        with setup.books_client(stage.promoted) as books:
+        with setup.books_client() as books:
             result = tally(books, sku, customers)
         return FaultRun(scenario.name, variant, result, stage.hit, fault)
 

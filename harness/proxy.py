@@ -89,9 +89,13 @@ class FlakyProxy:
 
     def stall(self, replication_only: bool = False) -> None:
         """Hold every chunk, in both directions, until ``resume``: the peers see a silent link
-        (no error, no close), as during a network partition."""
+        (no error, no close), as during a network partition. Returns once the proxy holds:
+        a write sent after this call cannot slip through."""
         self._only_replication = replication_only
-        self._loop.call_soon_threadsafe(self._flowing.clear)
+        asyncio.run_coroutine_threadsafe(self._hold(), self._loop).result(10)
+
+    async def _hold(self) -> None:
+        self._flowing.clear()
 
     def cut(self, replication_only: bool = False) -> None:
         """Close the connections (replication links only, with ``replication_only``) and

@@ -207,6 +207,11 @@ class RedisClusterNodes:
         """The proxy ``master`` announces: its replication link, and its clients' way in."""
         return self.links[self.servers.index(master)]
 
+    def as_started(self, master: RedisServer) -> bool:
+        """Whether ``master`` still is its replica's master (no fail-over since the start: the
+        replica replicates through ``master``'s link)."""
+        return self.replica_of(master).in_sync(self.link_of(master).port)
+
     def wait_for_failover(self, master: RedisServer, timeout: float = 30.0) -> RedisServer:
         """Until ``master``'s replica has taken over its slots and says so."""
         replica = self.replica_of(master)

@@ -161,16 +161,22 @@ class RedisServer:
                 self.process.stderr.close()
         self.process = None
 
+    def in_sync(self, master_port: int | None = None) -> bool:
+        """Whether this server is a replica whose link to its master (at ``master_port``, if
+        given) is up."""
+        try:
+            with self.admin(decode_responses=True) as client:
+                info = client.info("replication")
+        except redis.RedisError:
+            return False
+        return (info["role"] == "slave" and info.get("master_link_status") == "up"
+                and master_port in (None, info.get("master_port")))
+
     def wait_in_sync(self, deadline: float) -> None:
         """Until this server is a replica whose link to its master is up."""
         while time.monotonic() < deadline:
-            try:
-                with self.admin(decode_responses=True) as client:
-                    info = client.info("replication")
-                if info["role"] == "slave" and info.get("master_link_status") == "up":
-                    return
-            except redis.RedisError:
-                pass
+            if self.in_sync():
+                return
             time.sleep(0.05)
         raise RedisServerError(f"{self.port} is not an in-sync replica in time")
 

@@ -163,6 +163,17 @@ class SentinelRedis:
                 continue
         raise RedisServerError("no Sentinel answers")
 
+    def as_started(self) -> bool:
+        """Whether the Sentinels still name the first master, and the replica is in sync with
+        it through ``link``. A fail-over the harness did not cause (the master silent for
+        ``down_after_ms`` on a starved machine) leaves the link out of the replication path."""
+        try:
+            named = self.master_port() == self.master.port
+        except RedisServerError:
+            return False
+        upstream = self.link.port if self.link is not None else self.master.port
+        return named and self.replica.in_sync(upstream)
+
     def crash_master(self) -> None:
         """SIGKILL the master: whatever its replica had not received is lost with it."""
         self.master.crash()
