@@ -48,6 +48,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "and lua)")
     parser.add_argument("--concurrency", default="1,8,32,64")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per level")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="throughput, spread: rounds of every level; each level reports "
+                             "its median round")
     parser.add_argument("--spread-skus", type=int, default=100)
     parser.add_argument("--lock-duration", type=float, default=5.0,
                         help="lock: seconds per contender and round")
@@ -120,7 +123,9 @@ def measure(args: argparse.Namespace, target: Target, redis_version: str, starte
         "machine": report.machine(redis_version),
         "parameters": {"replicas": len(target.urls), "scenarios": ",".join(args.scenarios),
                        "strategies": args.strategies, "concurrency": args.concurrency,
-                       "seconds per level": args.duration, "spread SKUs": args.spread_skus,
+                       "seconds per level": args.duration,
+                       "rounds (throughput, spread)": args.rounds,
+                       "spread SKUs": args.spread_skus,
                        "metrics rounds": args.metrics_rounds,
                        "gunicorn workers per replica": (local.workers or "default")
                        if local else "n/a",

@@ -23,6 +23,9 @@ THROUGHPUT_COLUMNS = [
     ("redis_cpu_us_per_order", "Redis CPU us/order"),
     ("redis_commands_per_order", "Redis cmds/order"), ("client_cpu_share", "client core"),
 ]
+# throughput and spread: orders/s is the median round's; every round's beside it
+ROUNDS_COLUMNS = [*THROUGHPUT_COLUMNS[:5], ("rounds_orders_per_s", "rounds"),
+                  *THROUGHPUT_COLUMNS[5:]]
 MASTERS_COLUMNS = [("masters", "masters"), *THROUGHPUT_COLUMNS]
 METRICS_COLUMNS = [("metrics", "metrics"), ("round", "round"), *THROUGHPUT_COLUMNS]
 WAIT_COLUMNS = [("wait_replicas", "WAIT"), ("round", "round"), *THROUGHPUT_COLUMNS]
@@ -171,7 +174,8 @@ def write(out: Path, results: dict[str, Any]) -> list[Path]:
         if section.get("text"):
             lines += ["```", section["text"], "```"]
         if section.get("rows"):
-            columns = {"lock": LOCK_COLUMNS, "faults": FAULT_COLUMNS,
+            columns = {"throughput": ROUNDS_COLUMNS, "spread": ROUNDS_COLUMNS,
+                       "lock": LOCK_COLUMNS, "faults": FAULT_COLUMNS,
                        "masters": MASTERS_COLUMNS, "baseline": BASELINE_COLUMNS,
                        "redis": REDIS_COLUMNS,
                        "metrics": METRICS_COLUMNS,

@@ -29,7 +29,7 @@ from .metrics_cost import run_metrics_scenario
 from .progress import Progress
 from .redis_ceiling import run_strategy as run_redis_ceiling
 from .seed import format_table
-from .throughput import run_level
+from .throughput import LevelResult, combine_rounds, run_level
 from .wait_cost import run_wait_scenario
 
 DEFAULT_SCENARIOS = ("seed", "throughput")
@@ -68,15 +68,24 @@ def run_seed_scenario(urls: list[str], local: LocalReplicas | None) -> dict[str,
 
 def run_levels(urls: list[str], scenario: str, args: argparse.Namespace, skus: int,
                replicas: int, probe: CostProbe | None = None) -> dict[str, Any]:
-    levels = [(s, c) for s in args.strategy_list for c in args.concurrency_list]
-    progress = Progress(len(levels), scenario)
-    rows = []
-    for strategy, concurrency in levels:
-        progress.level(f"{strategy} x{concurrency}")
-        rows.append(run_level(urls, scenario, strategy, concurrency, args.duration, skus,
-                              replicas, on_done=progress.on_done, probe=probe).as_dict())
-        progress.advance()
+    """Every level once per round (``--rounds``); each round starts with the next strategy,
+    so that none always runs first or right after another. One row per level: see
+    ``combine_rounds``."""
+    strategies, concurrencies = args.strategy_list, args.concurrency_list
+    progress = Progress(len(strategies) * len(concurrencies) * args.rounds, scenario)
+    runs: dict[tuple[str, int], list[LevelResult]] = {
+        (s, c): [] for s in strategies for c in concurrencies}
+    for number in range(args.rounds):
+        turn = number % len(strategies)
+        for strategy in [*strategies[turn:], *strategies[:turn]]:
+            for concurrency in concurrencies:
+                progress.level(f"round {number + 1}, {strategy} x{concurrency}")
+                runs[strategy, concurrency].append(run_level(
+                    urls, scenario, strategy, concurrency, args.duration, skus, replicas,
+                    on_done=progress.on_done, probe=probe))
+                progress.advance()
     progress.close()
+    rows = [combine_rounds(rounds).as_dict() for rounds in runs.values()]
     notes = []
     saturated = [f"{r['strategy']} x{r['concurrency']}" for r in rows if r.get("client_saturated")]
     if saturated:
@@ -86,7 +95,8 @@ def run_levels(urls: list[str], scenario: str, args: argparse.Namespace, skus: i
     unsafe = [r for r in rows if r["strategy"] == "none"]
     if unsafe:
         notes.append(f"The unsafe `none` control oversold {sum(r['oversold'] for r in unsafe):,}"
-                     f" units over {len(unsafe)} levels (stock + sold - stock set).")
+                     f" units over {len(unsafe)} levels x {args.rounds} rounds (stock + sold"
+                     " - stock set).")
     return {"rows": rows, "notes": notes}
 
 
@@ -215,19 +225,20 @@ class Scenario:
 
 
 def _levels(args: argparse.Namespace, target: Target) -> str:
-    return f"{len(target.urls)} replicas, {args.duration:g} s per level"
+    return (f"{len(target.urls)} replicas, {args.duration:g} s per level, the median of "
+            f"{args.rounds} rounds")
 
 
 SCENARIOS = {s.name: s for s in (
     Scenario("throughput",
              lambda args, t: run_levels(t.urls, "throughput", args, 1, len(t.urls), t.probe),
              lambda args, t: f"throughput (1 SKU, {_levels(args, t)})",
-             report.THROUGHPUT_COLUMNS),
+             report.ROUNDS_COLUMNS),
     Scenario("spread",
              lambda args, t: run_levels(t.urls, "spread", args, args.spread_skus, len(t.urls),
                                         t.probe),
              lambda args, t: f"spread ({args.spread_skus} SKUs, {_levels(args, t)})",
-             report.THROUGHPUT_COLUMNS),
+             report.ROUNDS_COLUMNS),
     Scenario("masters", lambda args, t: run_masters_scenario(args),
              lambda args, t: f"masters (spread, {args.spread_skus} SKUs, on a Redis Cluster of 1 "
                              f"and of {args.masters} masters)",

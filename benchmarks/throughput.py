@@ -2,7 +2,8 @@
 
 Every level (strategy x concurrency) gets fresh SKUs with a large stock, runs for a fixed time,
 then reconciles what the clients saw with what the service reports (``GET /stock`` per SKU,
-``GET /orders/<id>`` for a sample of the created orders).
+``GET /orders/<id>`` for a sample of the created orders). A level run in several rounds is
+reported by ``combine_rounds``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from harness.http import http_json, put_stock
 from harness.load import LoadRun, Result, closed_loop, percentile
@@ -46,6 +47,7 @@ class LevelResult:
     sold_after: int
     problems: list[str] = field(default_factory=list)
     costs: dict = field(default_factory=dict)  # see cost.CostProbe.stop
+    rounds_orders_per_s: list[float] = field(default_factory=list)  # see combine_rounds
 
     def as_dict(self) -> dict:
         row = asdict(self)
@@ -76,6 +78,24 @@ def summarize(scenario: str, strategy: str, concurrency: int, replicas: int, sku
         oversold=oversold, stock_after=sum(s for s, _ in books.values()),
         sold_after=sum(s for _, s in books.values()), problems=problems,
     )
+
+
+def combine_rounds(rounds: list[LevelResult]) -> LevelResult:
+    """One level run in several rounds, as one row: the pace of the median round by orders/s
+    (the lower one of an even count), with that round's latencies and costs, and the books of
+    every round (requests, answers, errors, oversold, problems, what Redis holds), so that no
+    round's error or oversell is left out. ``rounds_orders_per_s`` keeps each round's rate."""
+    middle = sorted(rounds, key=lambda r: r.orders_per_s)[(len(rounds) - 1) // 2]
+    errors: Counter[str] = Counter()
+    for level in rounds:
+        errors.update(level.errors)
+    return replace(
+        middle, sent=sum(r.sent for r in rounds), created=sum(r.created for r in rounds),
+        out_of_stock=sum(r.out_of_stock for r in rounds), errors=dict(sorted(errors.items())),
+        oversold=sum(r.oversold for r in rounds), stock_after=sum(r.stock_after for r in rounds),
+        sold_after=sum(r.sold_after for r in rounds),
+        problems=[p for r in rounds for p in r.problems],
+        rounds_orders_per_s=[r.orders_per_s for r in rounds])
 
 
 def reconcile(urls: list[str], skus: list[str], results: list[Result]
