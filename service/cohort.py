@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-import weakref
 from collections import deque
 from typing import Any
 
@@ -65,10 +64,7 @@ class Turn:
 
 
 class Cohort:
-    def __init__(self, client: Any) -> None:
-        # Cohorts are keyed by the client's id: a cohort left behind by a client that is gone
-        # (a holder that never released) is not one for a new client that reuses its id.
-        self.client = weakref.ref(client)
+    def __init__(self) -> None:
         self.waiting: deque[Turn] = deque()
         self.members: set[bytes] = set()  # tokens of threads queued in Redis or holding
         self.holder: bytes | None = None  # the member holding the lock
@@ -77,7 +73,9 @@ class Cohort:
         self.others_wait = True  # what the last hand-off saw of Redis's queue
 
 
-_cohorts: dict[tuple[int, str], Cohort] = {}
+# Keyed by (client, lock name): the client object itself, not its id, so that a cohort left
+# behind (its holder never released) can never be taken for one of a new client.
+_cohorts: dict[tuple[Any, str], Cohort] = {}
 _mutex = threading.Lock()
 
 
@@ -94,19 +92,18 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 class Member:
     """What a thread does with the cohort of lock ``name`` on ``client`` (one FencedLock)."""
 
-    __slots__ = ("client", "key")
+    __slots__ = ("key",)
 
     def __init__(self, client: Any, name: str) -> None:
-        self.client = client
-        self.key = (id(client), name)
+        self.key = (client, name)
 
     def join(self, lock: Any, token: bytes) -> Turn | None:
         """Enter the cohort: None when the caller is its member (it queues in Redis itself),
         else its turn to wait on (``wait``)."""
         with _mutex:
             cohort = _cohorts.get(self.key)
-            if cohort is None or cohort.client() is not self.client:
-                cohort = _cohorts[self.key] = Cohort(self.client)
+            if cohort is None:
+                cohort = _cohorts[self.key] = Cohort()
             if not cohort.members:
                 cohort.members.add(token)
                 return None
@@ -244,5 +241,5 @@ class Member:
 def waiting(client: Any, name: str) -> int:
     """How many threads of this process wait here for lock ``name`` on ``client``."""
     with _mutex:
-        cohort = _cohorts.get((id(client), name))
+        cohort = _cohorts.get((client, name))
         return len(cohort.waiting) if cohort is not None else 0
