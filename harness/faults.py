@@ -197,7 +197,8 @@ class RedisSetup:
         if self.cluster:
             return self.topology.client_of_live_nodes(decode_responses=True)
         if self.topology is not None:
-            return redis.Redis(port=self.topology.master_port(), decode_responses=True)
+            return redis.Redis(host="127.0.0.1", port=self.topology.master_port(),
+                               decode_responses=True)
         return redis.Redis.from_url(self.server.url, decode_responses=True)
 
 
