@@ -1,4 +1,7 @@
-"""The load client: asyncio + one pooled aiohttp session, spreading requests round-robin.
+"""The load clients: asyncio, spreading requests over the replicas round-robin.
+
+``closed_loop`` (the benchmark's rate) runs on harness/connection.py's lean connections;
+``burst`` and ``scripted`` (any method, headers, a shared pool) on one aiohttp session.
 
 Every request's status, answering replica (``X-Replica``), latency and body are recorded.
 Every call is bounded in request count and in time, and targets only the URLs it is given.
@@ -7,6 +10,7 @@ Every call is bounded in request count and in time, and targets only the URLs it
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
 from collections.abc import Awaitable, Callable
@@ -14,6 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+import httptools
+
+from .connection import Connection, request_bytes
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -111,35 +118,59 @@ async def closed_loop(
     *, body: Callable[[int], Any] | Any = None, max_requests: int = 1_000_000,
     timeout_s: float = 10.0, on_done: Callable[[Result], None] | None = None,
 ) -> LoadRun:
-    """``concurrency`` clients, each sending its next request when the last is answered.
+    """``concurrency`` clients, each POSTing its next request when the last is answered.
 
     Stops after ``duration_s`` or ``max_requests`` requests, whichever comes first; client
-    c talks to ``urls[c % len(urls)]`` over a keep-alive connection pool.
+    c talks to ``urls[c % len(urls)]`` over its own keep-alive connection (a ``Connection``,
+    far cheaper than aiohttp: see harness/connection.py), opening another when that one is lost.
     """
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
     results: list[Result] = []
+    connections: list[Connection] = []
     issued = 0
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        t0 = time.perf_counter()
-        stop_at = t0 + duration_s
+    t0 = time.perf_counter()
+    stop_at = t0 + duration_s
 
-        async def client(c: int) -> None:
-            nonlocal issued
-            base = urls[c % len(urls)]
-            while issued < max_requests and time.perf_counter() < stop_at:
-                i = issued
-                issued += 1
-                result = await _send(session, i, "POST", base + (path(i) if callable(path)
-                                                                 else path),
-                                     body(i) if callable(body) else body, {}, t0)
-                results.append(result)
-                if on_done:
-                    on_done(result)
+    async def client(c: int) -> None:
+        nonlocal issued
+        base = urls[c % len(urls)]
+        connection: Connection | None = None
+        while issued < max_requests and time.perf_counter() < stop_at:
+            i = issued
+            issued += 1
+            url = base + (path(i) if callable(path) else path)
+            payload = body(i) if callable(body) else body
+            request = request_bytes("POST", url, None if payload is None
+                                    else json.dumps(payload).encode())
+            started = time.perf_counter()
+            try:
+                if connection is None or not connection.usable:
+                    connection = await Connection.open(url, timeout_s)
+                    connections.append(connection)
+                answer = await connection.exchange(request, timeout_s)
+            except (OSError, TimeoutError, httptools.HttpParserError) as exc:
+                result = Result(i, url, 0, "", time.perf_counter() - started, started - t0,
+                                error=f"{type(exc).__name__}: {exc}")
+            else:
+                result = Result(i, url, answer.status, answer.headers.get("X-Replica", ""),
+                                time.perf_counter() - started, started - t0,
+                                _json_or_none(answer.body), headers=answer.headers)
+            results.append(result)
+            if on_done:
+                on_done(result)
 
+    try:
         await asyncio.gather(*(client(c) for c in range(concurrency)))
-        elapsed = time.perf_counter() - t0
-    return LoadRun(results, elapsed)
+    finally:
+        for connection in connections:
+            connection.close()
+    return LoadRun(results, time.perf_counter() - t0)
+
+
+def _json_or_none(data: bytes) -> Any:
+    try:
+        return json.loads(data)
+    except ValueError:
+        return None
 
 
 class Client:
