@@ -44,6 +44,7 @@ async def loopback_server(handler: Handler) -> AsyncIterator[tuple[str, Counter[
 
 
 async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One whole request (head and body); the closed loop's warm-up GET is answered alike."""
     head = await reader.readuntil(b"\r\n\r\n")
     length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
                    if line.lower().startswith(b"content-length:")), 0)
@@ -80,17 +81,28 @@ def test_against_real_replicas_every_order_is_answered_and_booked():
 
 
 def test_keeps_one_connection_per_client_while_the_server_keeps_it_alive():
+    events, opened = [], []
+
     async def keep_alive(reader, writer):
+        connection = len(opened)
+        opened.append(connection)
+        events.append((connection, "open"))
         while True:
             request = await read_request(reader)
-            assert request.startswith(b"POST /orders HTTP/1.1\r\n")
-            assert request.endswith(b'{"sku": "s"}')
+            events.append((connection, request.split(b" /", 1)[0].decode()))
+            if request.startswith(b"POST"):
+                assert request.startswith(b"POST /orders HTTP/1.1\r\nHost: 127.0.0.1:")
+                assert request.endswith(b'\r\nContent-Length: 12\r\n\r\n{"sku": "s"}')
             writer.write(ANSWER)
 
     load, seen = run(keep_alive, concurrency=3, max_requests=60)
     assert [r.status for r in load.results] == [201] * 60
     assert load.results[0].body == {"sku": "s"} and load.results[0].replica == "fake"
     assert seen["connections"] == 3
+    # Warmed one after another before the clock: each answered once before the next opens.
+    assert events[:6] == [(0, "open"), (0, "GET"), (1, "open"), (1, "GET"), (2, "open"),
+                          (2, "GET")]
+    assert Counter(event for _, event in events[6:]) == {"POST": 60}
 
 
 def test_opens_a_new_connection_when_the_server_says_it_closes():
@@ -101,7 +113,7 @@ def test_opens_a_new_connection_when_the_server_says_it_closes():
 
     load, seen = run(one_answer_each, max_requests=10)
     assert [r.status for r in load.results] == [201] * 10
-    assert seen["connections"] == 10
+    assert seen["connections"] == 11  # the warm-up's, then one per order
 
 
 def test_reads_a_chunked_answer():
@@ -125,11 +137,11 @@ def test_a_connection_lost_mid_answer_is_an_error_and_the_next_request_goes_on_a
         cut_every_other.calls += 1
         await writer.drain()
 
-    cut_every_other.calls = 0
+    cut_every_other.calls = 1  # the warm-up gets a whole answer (and a closed connection)
     load, seen = run(cut_every_other, max_requests=6)
     assert [r.status for r in load.results] == [0, 201] * 3
     assert all("closed" in r.error or "Reset" in r.error for r in load.results[::2])
-    assert seen["connections"] == 6
+    assert seen["connections"] == 7
 
 
 def test_an_answer_that_is_not_http_is_an_error():
