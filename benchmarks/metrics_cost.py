@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from harness.replicas import ROOT, LocalReplicas
 
+from .cost import CostProbe
 from .progress import Progress
 from .throughput import run_level
 
@@ -78,6 +79,11 @@ def run_metrics_scenario(args: argparse.Namespace) -> dict[str, Any]:
                       replica_env=replica_env, redis=args.redis,
                       masters=args.masters) as cluster:
         urls = {"on": cluster.urls[:count], "off": cluster.urls[count:]}
+        pids = [replica.process.pid for replica in cluster.replicas]
+        # Server CPU per order beside the rate: the rate moves with the machine, the CPU an
+        # order costs much less (cost.py). Local replicas only: a cluster client's Redis
+        # figures would mix both sets, so Redis is left out.
+        probes = {"on": CostProbe(pids[:count]), "off": CostProbe(pids[count:])}
         for setting, status in (("on", 200), ("off", 404)):  # each set is what it says
             for url in urls[setting]:
                 if metrics_status(url)[0] != status:
@@ -93,7 +99,8 @@ def run_metrics_scenario(args: argparse.Namespace) -> dict[str, Any]:
             for setting in order:
                 progress.level(f"round {number}, metrics {setting}")
                 row = run_level(urls[setting], "metrics", "lua", METRICS_CONCURRENCY,
-                                args.duration, 1, count, on_done=progress.on_done)
+                                args.duration, 1, count, on_done=progress.on_done,
+                                probe=probes[setting])
                 rows.append({"metrics": setting, "round": number, **row.as_dict()})
                 progress.advance()
         # The metrics' own count of what the "on" replicas created (warm-up included).
@@ -103,9 +110,14 @@ def run_metrics_scenario(args: argparse.Namespace) -> dict[str, Any]:
              for setting in settings}
     on, off = median(rates["on"]), median(rates["off"])
     cost = (off - on) / off * 100 if off else 0.0
+    cpu = {setting: median(r["server_cpu_ms_per_order"] for r in rows
+                           if r["metrics"] == setting) for setting in settings}
+    cpu_cost = (cpu["on"] - cpu["off"]) / cpu["off"] * 100 if cpu["off"] else 0.0
     summary = {"rounds": len(rounds), "concurrency": METRICS_CONCURRENCY, "replicas": count,
                "on_orders_per_s": round(on, 1), "off_orders_per_s": round(off, 1),
                "cost_percent": round(cost, 2),
+               "on_server_cpu_ms_per_order": cpu["on"], "off_server_cpu_ms_per_order": cpu["off"],
+               "cpu_cost_percent": round(cpu_cost, 2),
                "created_with_metrics": warm_up["on"] + sum(r["created"] for r in rows
                                                            if r["metrics"] == "on"),
                "counted_by_metrics": int(counted),
@@ -117,7 +129,9 @@ def run_metrics_scenario(args: argparse.Namespace) -> dict[str, Any]:
              f"time), median of {len(rounds)} rounds: {on:,.0f} with metrics (range "
              f"{spread['on']}), {off:,.0f} without (range {spread['off']}): the metrics cost "
              f"{cost:.1f} % of the throughput (negative: within the noise). No scrape ran "
-             "during the load. After it, the metrics of the replicas with them on counted "
+             f"during the load. Server CPU per order, medians: {cpu['on']:.3f} ms with "
+             f"metrics, {cpu['off']:.3f} ms without ({cpu_cost:+.1f} %). After it, the "
+             "metrics of the replicas with them on counted "
              f"{int(counted):,} lua orders created, of {summary['created_with_metrics']:,} "
              "answered 201 (warm-up included).",
              f"Recording one order by itself (its counter and latency histogram, multiprocess "

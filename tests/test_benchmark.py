@@ -187,6 +187,11 @@ def test_benchmark_measures_the_cost_of_the_metrics(tmp_path):
     assert summary["on_orders_per_s"] == round(on, 1)
     assert summary["off_orders_per_s"] == round(off, 1)
     assert summary["cost_percent"] == round((off - on) / off * 100, 2)
+    # Each set's own server CPU per order, beside its rate.
+    assert all(row["server_cpu_ms_per_order"] > 0 for row in rows)
+    assert [summary[f"{s}_server_cpu_ms_per_order"] for s in ("on", "off")] == [
+        median(row["server_cpu_ms_per_order"] for row in rows if row["metrics"] == s)
+        for s in ("on", "off")]
     # The replicas with metrics on counted every order they created, and only those.
     assert summary["counted_by_metrics"] == summary["created_with_metrics"] > 0
     assert 0 < summary["recording_us_per_order"] < 1000
