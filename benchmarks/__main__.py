@@ -54,17 +54,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--spread-skus", type=int, default=100)
     parser.add_argument("--lock-duration", type=float, default=5.0,
                         help="lock: seconds per contender and round")
-    parser.add_argument("--lock-rounds", type=int, default=3,
+    parser.add_argument("--lock-rounds", type=int, default=5,
                         help="lock: alternating rounds of the contenders")
     parser.add_argument("--faults", default=",".join(FAULTS),
                         help=f"for the faults scenario: comma-separated, from {', '.join(FAULTS)}")
     parser.add_argument("--fault-scale", type=float, default=1.0,
                         help="faults: multiply each fault run's number of customers")
-    parser.add_argument("--metrics-rounds", type=int, default=3,
+    parser.add_argument("--metrics-rounds", type=int, default=5,
                         help="metrics: rounds of (metrics on, metrics off), --duration each")
     parser.add_argument("--wait-rounds", type=int, default=3,
                         help="wait: alternating rounds of WAIT 0 and WAIT 1, --duration each")
-    parser.add_argument("--baseline-rounds", type=int, default=3,
+    parser.add_argument("--baseline-rounds", type=int, default=5,
                         help="baseline: alternating rounds of the three contenders")
     parser.add_argument("--baseline-concurrency", type=int, default=16,
                         help="baseline: clients (the hand-written comparison used wrk -c 16)")

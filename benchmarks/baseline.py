@@ -70,10 +70,9 @@ def run_contender(name: str, redis_server: RedisServer, concurrency: int, durati
                       gunicorn_args=CONTENDERS[name]) as running, redis_server.admin() as admin:
         time.sleep(SETTLE_S)
         probe = CostProbe([r.process.pid for r in running.replicas], admin)
-        probe.start()
         # The service's default strategy is lua: the same request line for every contender.
         run = asyncio.run(closed_loop(running.urls, concurrency, duration_s, "/orders",
-                                      body={"sku": sku}))
+                                      body={"sku": sku}, on_start=probe.start))
         created = sum(r.status == 201 for r in run.results)
         costs = probe.stop(created, len(run.results))
     latencies = sorted(r.latency_s * 1000 for r in run.results)

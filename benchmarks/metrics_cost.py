@@ -110,8 +110,10 @@ def run_metrics_scenario(args: argparse.Namespace) -> dict[str, Any]:
              for setting in settings}
     on, off = median(rates["on"]), median(rates["off"])
     cost = (off - on) / off * 100 if off else 0.0
-    cpu = {setting: median(r["server_cpu_ms_per_order"] for r in rows
-                           if r["metrics"] == setting) for setting in settings}
+    # A level that created nothing has no CPU per order (cost.py leaves it out).
+    cpu = {setting: median([r["server_cpu_ms_per_order"] for r in rows if r["metrics"] == setting
+                            and r.get("server_cpu_ms_per_order") is not None] or [0.0])
+           for setting in settings}
     cpu_cost = (cpu["on"] - cpu["off"]) / cpu["off"] * 100 if cpu["off"] else 0.0
     summary = {"rounds": len(rounds), "concurrency": METRICS_CONCURRENCY, "replicas": count,
                "on_orders_per_s": round(on, 1), "off_orders_per_s": round(off, 1),

@@ -132,11 +132,10 @@ def run_level(urls: list[str], scenario: str, strategy: str, concurrency: int,
     skus = [f"{tag}-{i}" for i in range(n_skus)]
     for sku in skus:
         put_stock(urls[0], sku, initial_stock)
-    if probe:
-        probe.start()
     run = asyncio.run(closed_loop(
         urls, concurrency, duration_s, path or f"/orders?strategy={strategy}",
-        body=lambda i: {"sku": skus[i % n_skus]}, on_done=on_done))
+        body=lambda i: {"sku": skus[i % n_skus]}, on_done=on_done,
+        on_start=probe.start if probe else None))
     costs = probe.stop(sum(r.status == 201 for r in run.results), len(run.results)) \
         if probe else {}
     books, problems = reconcile(urls, skus, run.results)

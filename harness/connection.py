@@ -64,13 +64,16 @@ class Connection(asyncio.Protocol):
 
     async def exchange(self, request: bytes, timeout_s: float) -> Answer:
         """Write ``request`` and return its answer; TimeoutError after ``timeout_s``, an OSError
-        if the connection is lost first, httptools.HttpParserError if the answer is not HTTP."""
-        assert self._transport is not None and self._waiter is None, "one request at a time"
+        if the connection is (or was already) lost first, httptools.HttpParserError if the
+        answer is not one this client reads."""
+        assert self._waiter is None, "one request at a time"
+        if self._transport is None or not self.usable:  # lost since it was opened or last used
+            raise ConnectionResetError("the server closed the connection")
         loop = asyncio.get_running_loop()
         self._waiter = waiter = loop.create_future()
-        self._transport.write(request)
-        timer = loop.call_later(timeout_s, self._fail, TimeoutError(f"no answer in {timeout_s} s"))
+        timer = loop.call_later(timeout_s, self._expire, timeout_s)
         try:
+            self._transport.write(request)
             return await waiter
         finally:
             timer.cancel()
@@ -79,6 +82,10 @@ class Connection(asyncio.Protocol):
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
+
+    def _expire(self, timeout_s: float) -> None:
+        if self._waiter is not None and not self._waiter.done():  # not answered in the meantime
+            self._fail(TimeoutError(f"no answer in {timeout_s} s"))
 
     def _fail(self, exc: BaseException) -> None:
         self.close()
@@ -92,8 +99,9 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(exc)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            # An upgrade (101) is as unreadable here as garbage: one error type for the caller.
+            self._fail(httptools.HttpParserError(f"{type(exc).__name__}: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(exc or ConnectionResetError("the server closed the connection"))

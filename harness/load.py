@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 import httptools
 
-from .connection import Connection, request_bytes
+from .connection import Answer, Connection, request_bytes
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:
@@ -117,37 +117,33 @@ async def closed_loop(
     urls: list[str], concurrency: int, duration_s: float, path: Callable[[int], str] | str,
     *, body: Callable[[int], Any] | Any = None, max_requests: int = 1_000_000,
     timeout_s: float = 10.0, on_done: Callable[[Result], None] | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> LoadRun:
     """``concurrency`` clients, each POSTing its next request when the last is answered.
 
-    Stops after ``duration_s`` or ``max_requests`` requests, whichever comes first; client
-    c talks to ``urls[c % len(urls)]`` over its own keep-alive connection (a ``Connection``,
-    far cheaper than aiohttp: see harness/connection.py), opening another when that one is lost.
+    Stops after ``duration_s`` or ``max_requests`` requests, whichever comes first; a request
+    (with a new connection if it needs one) is given up after ``timeout_s``. Client c talks to
+    ``urls[c % len(urls)]`` over its own keep-alive connection (a ``Connection``, far cheaper
+    than aiohttp: see harness/connection.py), opening another when that one is lost.
 
-    Before the clock starts, the connections are opened one after another, each with a
-    ``GET /`` answered (whatever the status) before the next opens. Opened in the same
-    millisecond, a replica's gevent workers do not share them: the first worker to wake
-    accepts most or all (16 connections over 2 workers split 0/16 in 3 of 6 tries, and 6-10
-    each way every time when opened like this; docs/benchmark.md, "The load client"), and the
-    run measures one worker. Connections arriving apart, as a crowd's do, are shared.
-    Warming stops at the first failure (that client connects again in the run, where the
-    failure is recorded), so it costs at most ``timeout_s``.
+    Before the clock starts (and ``on_start`` is called: a cost probe's start), the
+    connections are opened one after another, each with a ``GET /`` answered (whatever the
+    status) before the next opens. Opened in the same millisecond, a replica's gevent workers
+    do not share them: the first worker to wake accepts most or all (16 connections over 2
+    workers split 0/16 in 3 of 6 tries, and 6-10 each way every time when opened like this;
+    docs/benchmark.md, "The load client"), and the run measures one worker. Connections
+    arriving apart, as a crowd's do, are shared. Warming takes at most ``timeout_s`` in all
+    and stops at the first failure; a client left without a connection opens one in the run,
+    where a failure is recorded.
     """
     results: list[Result] = []
     connections: list[Connection | None] = [None] * concurrency
-    for c in range(concurrency):
-        try:
-            connections[c] = await _warm(urls[c % len(urls)], timeout_s)
-        except (OSError, TimeoutError, httptools.HttpParserError):
-            break
     issued = 0
-    t0 = time.perf_counter()
-    stop_at = t0 + duration_s
+    t0 = stop_at = 0.0
 
     async def client(c: int) -> None:
         nonlocal issued
         base = urls[c % len(urls)]
-        connection = connections[c]
         while issued < max_requests and time.perf_counter() < stop_at:
             i = issued
             issued += 1
@@ -157,9 +153,7 @@ async def closed_loop(
                                     else json.dumps(payload).encode())
             started = time.perf_counter()
             try:
-                if connection is None or not connection.usable:
-                    connection = connections[c] = await Connection.open(url, timeout_s)
-                answer = await connection.exchange(request, timeout_s)
+                answer = await _send_on(connections, c, url, request, timeout_s)
             except (OSError, TimeoutError, httptools.HttpParserError) as exc:
                 result = Result(i, url, 0, "", time.perf_counter() - started, started - t0,
                                 error=f"{type(exc).__name__}: {exc}")
@@ -172,7 +166,23 @@ async def closed_loop(
                 on_done(result)
 
     try:
-        await asyncio.gather(*(client(c) for c in range(concurrency)))
+        warm_until = time.perf_counter() + timeout_s
+        for c in range(concurrency):
+            left = warm_until - time.perf_counter()
+            if left <= 0:
+                break
+            base = urls[c % len(urls)]
+            try:
+                await _send_on(connections, c, base, request_bytes("GET", base + "/"), left)
+            except (OSError, TimeoutError, httptools.HttpParserError):
+                break
+        if on_start:
+            on_start()
+        t0 = time.perf_counter()
+        stop_at = t0 + duration_s
+        async with asyncio.TaskGroup() as clients:  # one client's exception stops them all
+            for c in range(concurrency):
+                clients.create_task(client(c))
     finally:
         for connection in connections:
             if connection:
@@ -180,15 +190,15 @@ async def closed_loop(
     return LoadRun(results, time.perf_counter() - t0)
 
 
-async def _warm(base: str, timeout_s: float) -> Connection:
-    """A connection to ``base`` that the server has accepted and answered once."""
-    connection = await Connection.open(base, timeout_s)
-    try:
-        await connection.exchange(request_bytes("GET", base + "/"), timeout_s)
-    except BaseException:
-        connection.close()
-        raise
-    return connection
+async def _send_on(connections: list[Connection | None], c: int, url: str, request: bytes,
+                   timeout_s: float) -> Answer:
+    """``request`` on client c's connection, opened first if it has none (or a lost one):
+    opening and answering within ``timeout_s`` in all."""
+    deadline = time.perf_counter() + timeout_s
+    connection = connections[c]
+    if connection is None or not connection.usable:
+        connection = connections[c] = await Connection.open(url, timeout_s)
+    return await connection.exchange(request, max(0.0, deadline - time.perf_counter()))
 
 
 def _json_or_none(data: bytes) -> Any:

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 import pytest
 
 from harness.books import Books
+from harness.connection import Connection, request_bytes
 from harness.http import put_stock
 from harness.load import closed_loop
 from harness.replicas import LocalReplicas
@@ -32,8 +33,9 @@ async def loopback_server(handler: Handler) -> AsyncIterator[tuple[str, Counter[
         seen["connections"] += 1
         try:
             await handler(reader, writer)
+            seen["ended"] += 1  # the handler closed it itself, or saw the client close it
         except (ConnectionError, asyncio.IncompleteReadError):
-            pass
+            seen["ended"] += 1
         finally:
             writer.close()
 
@@ -103,6 +105,77 @@ def test_keeps_one_connection_per_client_while_the_server_keeps_it_alive():
     assert events[:6] == [(0, "open"), (0, "GET"), (1, "open"), (1, "GET"), (2, "open"),
                           (2, "GET")]
     assert Counter(event for _, event in events[6:]) == {"POST": 60}
+
+
+def test_request_bytes():
+    assert request_bytes("POST", "http://127.0.0.1:8000/orders?strategy=lua", b'{"a": 1}') == (
+        b"POST /orders?strategy=lua HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 8\r\n\r\n{\"a\": 1}")
+    assert request_bytes("GET", "http://shop.test/") == (
+        b"GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n")
+    assert request_bytes("GET", "http://shop.test") == b"GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n"
+    assert request_bytes("GET", "http://shop.test:81/api/v1/stock/a?x=1").startswith(
+        b"GET /api/v1/stock/a?x=1 HTTP/1.1\r\nHost: shop.test:81\r\n")
+
+
+def test_every_connection_is_closed_when_the_run_ends():
+    async def keep_alive(reader, writer):
+        while True:
+            await read_request(reader)
+            writer.write(ANSWER)
+
+    async def go():
+        async with loopback_server(keep_alive) as (url, seen):
+            load = await closed_loop([url], 4, 5.0, "/orders", body={"sku": "s"},
+                                     max_requests=40)
+            for _ in range(100):  # the server sees each close a moment later
+                if seen["ended"] == seen["connections"]:
+                    break
+                await asyncio.sleep(0.05)
+            return load, dict(seen)  # before the server's own close ends its handlers
+
+    load, seen = asyncio.run(go())
+    assert len(load.results) == 40
+    assert seen["connections"] == seen["ended"] == 4
+
+
+def test_a_connection_lost_before_its_request_fails_at_once_not_at_the_timeout():
+    async def go():
+        async with loopback_server(lambda reader, writer: asyncio.sleep(0)) as (url, _):
+            connection = await Connection.open(url, 5.0)
+            for _ in range(100):  # until the server's hang-up has reached the client
+                if not connection.usable:
+                    break
+                await asyncio.sleep(0.01)
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(connection.exchange(request_bytes("GET", url), 30.0), 5)
+
+    asyncio.run(go())
+
+
+def test_a_connection_closed_as_soon_as_it_is_accepted_fails_at_once_not_at_the_timeout():
+    async def hang_up(reader, writer):
+        pass
+
+    started = time.perf_counter()
+    load, seen = run(hang_up, duration_s=0.3, timeout_s=30.0)
+    assert time.perf_counter() - started < 10  # far below one timeout
+    assert load.results and all(r.status == 0 for r in load.results)
+    assert all(r.error.startswith(("ConnectionResetError", "ConnectionAbortedError",
+                                   "BrokenPipeError")) for r in load.results)
+
+
+def test_an_upgrade_answer_is_recorded_and_its_connection_not_used_again():
+    async def upgrade(reader, writer):
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    load, seen = run(upgrade, max_requests=2)
+    assert [r.status for r in load.results] == [101, 101]
+    assert seen["connections"] == 3  # the warm-up's, then one per request
 
 
 def test_opens_a_new_connection_when_the_server_says_it_closes():
