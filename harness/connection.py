@@ -100,7 +100,8 @@ class Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
-            # An upgrade (101) is as unreadable here as garbage: one error type for the caller.
+            # After an upgrade (101) answer, which has already been handed over, the connection
+            # speaks another protocol: it is closed. Garbage fails the request waiting for it.
             self._fail(httptools.HttpParserError(f"{type(exc).__name__}: {exc}"))
 
     def connection_lost(self, exc: Exception | None) -> None:
