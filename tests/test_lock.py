@@ -394,9 +394,11 @@ def test_a_failed_read_after_acquiring_releases_the_lock(redis_client):
 
 
 def hold_through(redis_client, renew: bool) -> FencedLock:
-    lock = FencedLock(redis_client, "renewed", timeout=0.3, renew=renew)
+    # A 1 s lease renewed every third of it: a renewal may come up to 0.6 s late (a stalled
+    # 2-core CI machine) and still keep it. A 0.3 s lease once lost this way in CI.
+    lock = FencedLock(redis_client, "renewed", timeout=1.0, renew=renew)
     lock.acquire()
-    time.sleep(1.0)  # more than three leases
+    time.sleep(3.2)  # more than three leases
     return lock
 
 
@@ -405,7 +407,7 @@ def test_renewal_keeps_a_live_holders_lock(redis_client):
     assert lock.owned()
     assert not FencedLock(redis_client, "renewed", timeout=5).acquire(blocking=False)
     lock.release()
-    time.sleep(0.3)
+    time.sleep(0.5)  # more than a renewal period
     assert not redis_client.exists("renewed")  # no renewal after the release
 
 
